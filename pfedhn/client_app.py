@@ -1,0 +1,176 @@
+"""The ClientApp: local training and evaluation on one data partition.
+
+A client's identity is its data partition, ``context.node_config["partition-id"]``
+(never Flower's random node id). It trains what the server sends, returns the
+change, and keeps whatever its method keeps locally (pFedHN-PC: the classifier
+head and that head's optimizer state) in ``context.state`` across rounds.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, RecordDict
+from flwr.client import Client, ClientApp, NumPyClient
+from flwr.common import NDArrays, Scalar
+from omegaconf import DictConfig
+from torch import nn
+
+from pfedhn import config
+from pfedhn.dataset import FederatedData, load_federated
+from pfedhn.model import HEAD_PREFIX, ModelSpec, TargetCNN, parameter_shapes
+from pfedhn.strategy import PARTITION_ID, SERVER_ROUND
+from pfedhn.train import EvalResult, evaluate, train_local
+from pfedhn.utils import derive_seed
+
+HEAD_RECORD = "personal_head"
+TRAIN_STREAM, HEAD_STREAM = 2, 3  # tags that keep derived seeds of different uses apart
+MOMENTUM_PREFIX = "momentum."
+
+
+@functools.lru_cache(maxsize=4)
+def _target(spec: ModelSpec) -> TargetCNN:
+    """One target network per process, reloaded with each message's weights."""
+    return TargetCNN(spec)
+
+
+class PersonalizedClient(NumPyClient):
+    """Trains and evaluates the model the server generated for this partition.
+
+    Parameters
+    ----------
+    partition_id : int
+        This client's data partition, which is also the embedding it must receive.
+    cfg : DictConfig
+        The run's composed config (see ``conf/config.yaml``).
+    state : RecordDict
+        ``Context.state``: where the personal head lives between rounds.
+    """
+
+    def __init__(self, partition_id: int, cfg: DictConfig, state: RecordDict) -> None:
+        self.partition_id = partition_id
+        self.cfg = cfg
+        self.state = state
+        self.spec = config.model_spec(cfg)
+        self.norm = config.normalization(cfg)
+        self.data: FederatedData = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
+        self.received_names = list(parameter_shapes(self.spec, cfg.method.personal_head))
+
+    def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
+        return {PARTITION_ID: self.partition_id}
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        """Train the received weights; return (trained − received, #train samples, metrics)."""
+        self._check_addressee(config)
+        started = time.perf_counter()
+        model, received = self._load(parameters)
+        named = dict(model.named_parameters())
+        body = [named[name] for name in self.received_names]
+        c = self.cfg.client
+        optimizers = [torch.optim.SGD(body, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
+        if self.cfg.method.personal_head:
+            optimizers.append(self._head_optimizer(model))
+        images, labels = self.data.client_split(self.partition_id, "train")
+        generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, TRAIN_STREAM, self.partition_id, int(config[SERVER_ROUND])))
+        loss = train_local(
+            model,
+            images,
+            labels,
+            self.norm,
+            steps=c.inner_steps,
+            batch_size=c.batch_size,
+            optimizers=optimizers,
+            clipped=body,
+            grad_clip=c.grad_clip,
+            generator=generator,
+        )
+        if self.cfg.method.personal_head:
+            self._save_head(model, optimizers[-1])
+        delta = [(param.detach() - start).numpy() for param, start in zip(body, received)]
+        metrics = {PARTITION_ID: self.partition_id, "train_loss": loss, "fit_seconds": time.perf_counter() - started}
+        return delta, len(labels), metrics
+
+    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+        """Validation and test loss sums, correct and counts of the received model."""
+        self._check_addressee(config)
+        model, _ = self._load(parameters)
+        results: dict[str, EvalResult] = {}
+        for split in ("val", "test"):
+            images, labels = self.data.client_split(self.partition_id, split)
+            results[split] = evaluate(model, images, labels, self.norm, self.cfg.client.eval_batch_size)
+        metrics: dict[str, Scalar] = {PARTITION_ID: self.partition_id}
+        for split, result in results.items():
+            metrics.update(
+                {f"{split}_loss_sum": result.loss_sum, f"{split}_correct": result.correct, f"{split}_count": result.count}
+            )
+        test = results["test"]
+        return test.loss_sum / test.count, test.count, metrics
+
+    # ------------------------------------------------------------------- internals
+
+    def _check_addressee(self, config: dict[str, Scalar]) -> None:
+        if int(config[PARTITION_ID]) != self.partition_id:
+            raise RuntimeError(
+                f"client of partition {self.partition_id} received the model of partition {config[PARTITION_ID]}"
+            )
+
+    def _load(self, parameters: NDArrays) -> tuple[TargetCNN, list[torch.Tensor]]:
+        """The process's target network loaded with the received tensors (and the personal head)."""
+        if len(parameters) != len(self.received_names):
+            raise RuntimeError(f"expected {len(self.received_names)} arrays, got {len(parameters)}")
+        model = _target(self.spec)
+        named = dict(model.named_parameters())
+        received = [torch.tensor(np.asarray(array)) for array in parameters]
+        with torch.no_grad():
+            for name, tensor in zip(self.received_names, received):
+                named[name].copy_(tensor)
+            if self.cfg.method.personal_head:
+                for name, tensor in self._head_state().items():
+                    if not name.startswith(MOMENTUM_PREFIX):
+                        named[HEAD_PREFIX + name].copy_(tensor)
+        return model, received
+
+    def _head_state(self) -> dict[str, torch.Tensor]:
+        """The personal head (and its momentum), freshly initialized on first use."""
+        if HEAD_RECORD not in self.state:
+            with torch.random.fork_rng():
+                torch.manual_seed(derive_seed(self.cfg.seed, HEAD_STREAM, self.partition_id))
+                fresh = nn.Linear(_target(self.spec).head.in_features, self.spec.num_classes)
+            self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=fresh.state_dict())
+        return dict(self.state[HEAD_RECORD].to_torch_state_dict())
+
+    def _head_optimizer(self, model: TargetCNN) -> torch.optim.SGD:
+        """SGD on the head, with its momentum restored from the previous round."""
+        h = self.cfg.method.head
+        optimizer = torch.optim.SGD(model.head.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        saved = self._head_state()
+        for name, param in model.head.named_parameters():
+            if MOMENTUM_PREFIX + name in saved:
+                optimizer.state[param]["momentum_buffer"] = saved[MOMENTUM_PREFIX + name].clone()
+        return optimizer
+
+    def _save_head(self, model: TargetCNN, optimizer: torch.optim.SGD) -> None:
+        state = {name: param.detach().clone() for name, param in model.head.named_parameters()}
+        for name, param in model.head.named_parameters():
+            buffer = optimizer.state[param].get("momentum_buffer")
+            if buffer is not None:
+                state[MOMENTUM_PREFIX + name] = buffer.clone()
+        self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=state)
+
+
+def make_client_app(cfg: DictConfig | None = None) -> ClientApp:
+    """The ClientApp for a composed config; with None, each node composes it from its run config."""
+
+    def client_fn(context: Context) -> Client:
+        run_cfg = cfg if cfg is not None else config.from_run_config(context.run_config)
+        torch.set_num_threads(run_cfg.simulation.threads)
+        partition_id = int(context.node_config["partition-id"])
+        return PersonalizedClient(partition_id, run_cfg, context.state).to_client()
+
+    return ClientApp(client_fn=client_fn)
+
+
+app = make_client_app()

@@ -1,0 +1,142 @@
+"""Checks the composed Hydra config and derives the typed settings from it.
+
+Every check raises ``ConfigError`` naming the offending key, before any data
+is loaded or any process is started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pfedhn.dataset import LOADERS, DataSettings
+from pfedhn.errors import ConfigError
+from pfedhn.model import ModelSpec
+from pfedhn.train import Normalization
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "num_clients": (_positive_int, "a positive integer"),
+    "num_rounds": (_positive_int, "a positive integer"),
+    "clients_per_round": (_positive_int, "a positive integer"),
+    "eval_every": (_positive_int, "a positive integer"),
+    "seed": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
+    "dataset.num_classes": (_positive_int, "a positive integer"),
+    "dataset.in_channels": (_positive_int, "a positive integer"),
+    "dataset.image_size": (lambda v: _positive_int(v) and v >= 16, "an integer >= 16"),
+    "dataset.classes_per_client": (_positive_int, "a positive integer"),
+    "dataset.val_size": (_positive_int, "a positive integer"),
+    "client.inner_steps": (_positive_int, "a positive integer"),
+    "client.batch_size": (_positive_int, "a positive integer"),
+    "client.eval_batch_size": (_positive_int, "a positive integer"),
+    "client.lr": (_positive, "a positive number"),
+    "client.momentum": (_non_negative, "a non-negative number"),
+    "client.weight_decay": (_non_negative, "a non-negative number"),
+    "client.grad_clip": (_positive, "a positive number"),
+    "model.n_kernels": (_positive_int, "a positive integer"),
+    "hypernetwork.hidden_dim": (_positive_int, "a positive integer"),
+    "hypernetwork.n_hidden": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
+    "hypernetwork.embed_dim": (lambda v: v is None or _positive_int(v), "null (auto) or a positive integer"),
+    "method.server.lr": (_positive, "a positive number"),
+    "method.server.embed_lr": (lambda v: v is None or _positive(v), "null (= lr) or a positive number"),
+    "method.server.momentum": (_non_negative, "a non-negative number"),
+    "method.server.weight_decay": (_non_negative, "a non-negative number"),
+    "method.server.grad_clip": (_positive, "a positive number"),
+    "simulation.threads": (_positive_int, "a positive integer"),
+    "simulation.server_threads": (_positive_int, "a positive integer"),
+    "simulation.poll_interval": (_positive, "a positive number of seconds"),
+    "simulation.client_cpus": (_positive, "a positive number"),
+}
+
+HEAD_CHECKS = {
+    "method.head.lr": (_positive, "a positive number"),
+    "method.head.momentum": (_non_negative, "a non-negative number"),
+    "method.head.weight_decay": (_non_negative, "a non-negative number"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` on the first invalid key of a composed config."""
+    from pfedhn.methods import METHODS  # the registry imports strategies, which import this module
+
+    if cfg.dataset.name not in LOADERS:
+        raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
+    if cfg.method.strategy not in METHODS:
+        raise ConfigError("method.strategy", f"unknown {cfg.method.strategy!r}; choose one of {sorted(METHODS)}")
+    checks = dict(CHECKS, **(HEAD_CHECKS if cfg.method.personal_head else {}))
+    for key, (ok, expected) in checks.items():
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        if not ok(value):
+            raise ConfigError(key, f"must be {expected}, got {value!r}")
+    if cfg.clients_per_round > cfg.num_clients:
+        raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
+    if not 0 < cfg.dataset.prob_low <= cfg.dataset.prob_high:
+        raise ConfigError("dataset.prob_low", "need 0 < dataset.prob_low <= dataset.prob_high")
+    for key in ("dataset.mean", "dataset.std"):
+        if len(OmegaConf.select(cfg, key)) != cfg.dataset.in_channels:
+            raise ConfigError(key, f"needs one value per channel ({cfg.dataset.in_channels})")
+
+
+def data_settings(cfg: DictConfig) -> DataSettings:
+    d = cfg.dataset
+    return DataSettings(
+        name=d.name,
+        root=str(d.root),
+        download=bool(d.download),
+        val_size=d.val_size,
+        num_clients=cfg.num_clients,
+        classes_per_client=d.classes_per_client,
+        prob_low=float(d.prob_low),
+        prob_high=float(d.prob_high),
+        seed=cfg.seed,
+    )
+
+
+def model_spec(cfg: DictConfig) -> ModelSpec:
+    d = cfg.dataset
+    return ModelSpec(d.in_channels, d.image_size, d.num_classes, cfg.model.n_kernels)
+
+
+def normalization(cfg: DictConfig) -> Normalization:
+    return Normalization.of(list(cfg.dataset.mean), list(cfg.dataset.std))
+
+
+def embed_dim(cfg: DictConfig) -> int:
+    """``hypernetwork.embed_dim``, or the paper's ``int(1 + num_clients / 4)`` when null."""
+    dim = cfg.hypernetwork.embed_dim
+    return int(1 + cfg.num_clients / 4) if dim is None else int(dim)
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides, outside ``pfedhn.main``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def from_run_config(run_config: dict[str, Any]) -> DictConfig:
+    """The config of a ``flwr run``: ``conf/`` composed with the run config's
+    ``overrides`` (a space-separated string of Hydra overrides)."""
+    cfg = compose(str(run_config.get("overrides", "")).split())
+    validate(cfg)
+    return cfg

@@ -1,0 +1,275 @@
+"""Datasets and the pFedHN pathological partitioner.
+
+Images stay as one uint8 tensor per split, shape (N, C, H, W); clients hold index
+tensors into it and batches are normalized on the fly (``normalize``), so a
+process keeps one compact copy of a dataset however many clients it serves.
+
+The split follows the official pFedHN code (``experiments/dataset.py``):
+``val_size`` training images are held out as validation; each client gets
+``classes_per_client`` classes, assigned greedily so every class serves about
+the same number of clients; per class, ``slots = classes_per_client * N // C + 1``
+proportions are drawn from U(0.4, 0.6) and normalized; the clients taking the
+class use them in turn, each slicing ``int(class_size * p)`` shuffled samples.
+The same assignment and proportions apply to train, validation and test.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from pfedhn.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """One split of a dataset: ``images`` (N, C, H, W) uint8, ``labels`` (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> ImageSplit:
+        index = torch.from_numpy(indices)
+        return ImageSplit(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Everything that determines the federated data; hashable, so loads are cached."""
+
+    name: str
+    root: str
+    download: bool
+    val_size: int
+    num_clients: int
+    classes_per_client: int
+    prob_low: float
+    prob_high: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ClassAssignment:
+    """Per client: its classes and the share of each class's samples it takes."""
+
+    classes: list[list[int]]
+    proportions: list[list[float]]
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """The three splits and, per split, each client's sample indices into it."""
+
+    splits: dict[str, ImageSplit]
+    client_indices: dict[str, list[torch.Tensor]]
+    assignment: ClassAssignment
+
+    def client_split(self, client: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` of one client's split: uint8 (n, C, H, W) and int64 (n,)."""
+        index = self.client_indices[split][client]
+        data = self.splits[split]
+        return data.images[index], data.labels[index]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _expected_files(name: str, root: Path) -> str:
+    if name == "mnist":
+        return f"{root}/MNIST/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte"
+    folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    return f"{root}/{name}.npz or {root}/{folder}/ (torchvision's layout)"
+
+
+def _from_torchvision(dataset: torchvision.datasets.VisionDataset) -> ImageSplit:
+    images = torch.as_tensor(np.asarray(dataset.data))
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
+    return ImageSplit(images.contiguous(), labels)
+
+
+def _load_mnist(root: Path, download: bool) -> tuple[ImageSplit, ImageSplit]:
+    return tuple(  # type: ignore[return-value]
+        _from_torchvision(torchvision.datasets.MNIST(str(root), train=train, download=download))
+        for train in (True, False)
+    )
+
+
+def _load_cifar(name: str, root: Path, download: bool) -> tuple[ImageSplit, ImageSplit]:
+    """Read ``<root>/<name>.npz`` if present, else torchvision's CIFAR layout."""
+    npz = root / f"{name}.npz"
+    if npz.is_file():
+        with np.load(npz) as arrays:
+            return tuple(  # type: ignore[return-value]
+                ImageSplit(
+                    torch.from_numpy(arrays[f"x_{split}"]).permute(0, 3, 1, 2).contiguous(),
+                    torch.from_numpy(arrays[f"y_{split}"].astype(np.int64)),
+                )
+                for split in ("train", "test")
+            )
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+    return tuple(  # type: ignore[return-value]
+        _from_torchvision(cls(str(root), train=train, download=download)) for train in (True, False)
+    )
+
+
+LOADERS: dict[str, Callable[[Path, bool], tuple[ImageSplit, ImageSplit]]] = {
+    "mnist": _load_mnist,
+    "cifar10": functools.partial(_load_cifar, "cifar10"),
+    "cifar100": functools.partial(_load_cifar, "cifar100"),
+}
+
+
+def load_dataset(name: str, root: str | Path, download: bool) -> tuple[ImageSplit, ImageSplit]:
+    """Load the official train and test splits of ``name`` from ``root``.
+
+    Raises ``DataError`` naming the expected files when they are absent and
+    cannot be downloaded.
+    """
+    if name not in LOADERS:
+        raise ConfigError("dataset.name", f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
+    root = Path(root).expanduser().resolve()
+    try:
+        return LOADERS[name](root, download)
+    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError...
+        how = "download failed" if download else "download is off (dataset.download=false)"
+        raise DataError(
+            f"{name}: no usable data under {root}; expected {_expected_files(name, root)}; "
+            f"{how}: {type(error).__name__}: {error}. "
+            f"Point dataset.root=<dir> at a data root that has these files."
+        ) from error
+
+
+# ---------------------------------------------------------------------- partitioning
+
+
+def assign_classes(
+    num_clients: int,
+    num_classes: int,
+    classes_per_client: int,
+    rng: np.random.Generator,
+    prob_low: float = 0.4,
+    prob_high: float = 0.6,
+) -> ClassAssignment:
+    """The official greedy class assignment with U(low, high) proportions.
+
+    Each client draws ``classes_per_client`` times uniformly among the classes
+    with the most remaining slots. Unlike the official code, a client never
+    draws a class it already holds (the official code can, rarely).
+    """
+    if classes_per_client > num_classes:
+        raise ConfigError(
+            "dataset.classes_per_client",
+            f"{classes_per_client} classes per client, but the dataset has only {num_classes}",
+        )
+    slots = classes_per_client * num_clients // num_classes + 1
+    remaining = np.full(num_classes, slots)
+    shares = []
+    for _ in range(num_classes):
+        draws = rng.uniform(prob_low, prob_high, size=slots)
+        shares.append(list(draws / draws.sum()))
+    classes, proportions = [], []
+    for _ in range(num_clients):
+        mine: list[int] = []
+        for _ in range(classes_per_client):
+            open_counts = np.where(np.isin(np.arange(num_classes), mine), -1, remaining)
+            best = np.flatnonzero(open_counts == open_counts.max())
+            chosen = int(rng.choice(best))
+            remaining[chosen] -= 1
+            mine.append(chosen)
+        classes.append(mine)
+        proportions.append([float(shares[c].pop()) for c in mine])
+    return ClassAssignment(classes, proportions)
+
+
+def split_indices(
+    labels: np.ndarray, assignment: ClassAssignment, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Each client's sample indices into ``labels``, following ``assignment``.
+
+    Samples of each class are shuffled, then handed out in client order,
+    ``int(class_size * p)`` at a time. No sample goes to two clients.
+    """
+    by_class = {}
+    for c in range(int(labels.max()) + 1):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        by_class[c] = members
+    class_size = {c: len(members) for c, members in by_class.items()}
+    cursor = dict.fromkeys(by_class, 0)
+    clients = []
+    for classes, proportions in zip(assignment.classes, assignment.proportions):
+        parts = []
+        for c, p in zip(classes, proportions):
+            take = int(class_size[c] * p)
+            parts.append(by_class[c][cursor[c] : cursor[c] + take])
+            cursor[c] += take
+        clients.append(np.sort(np.concatenate(parts)))
+    return clients
+
+
+def partition(settings: DataSettings, train: ImageSplit, test: ImageSplit, num_classes: int) -> FederatedData:
+    """Hold out validation, assign classes and split train/val/test per client."""
+    if not 0 < settings.val_size < len(train):
+        raise ConfigError(
+            "dataset.val_size", f"{settings.val_size} must be in (0, {len(train)}), the training set size"
+        )
+    if settings.num_clients < 1:
+        raise ConfigError("num_clients", f"must be at least 1, got {settings.num_clients}")
+    rng = np.random.default_rng(settings.seed)
+    order = rng.permutation(len(train))
+    splits = {
+        "train": train.subset(np.sort(order[settings.val_size :])),
+        "val": train.subset(np.sort(order[: settings.val_size])),
+        "test": test,
+    }
+    assignment = assign_classes(
+        settings.num_clients,
+        num_classes,
+        settings.classes_per_client,
+        rng,
+        settings.prob_low,
+        settings.prob_high,
+    )
+    client_indices = {}
+    for split in SPLITS:
+        parts = split_indices(splits[split].labels.numpy(), assignment, rng)
+        empty = [client for client, part in enumerate(parts) if len(part) == 0]
+        if empty:
+            raise ConfigError(
+                "num_clients",
+                f"{settings.num_clients} clients cannot be split: client {empty[0]} "
+                f"(and {len(empty) - 1} more) would get no {split} samples from "
+                f"{len(splits[split])}; use fewer clients or fewer dataset.classes_per_client",
+            )
+        client_indices[split] = [torch.from_numpy(part) for part in parts]
+    return FederatedData(splits, client_indices, assignment)
+
+
+@functools.lru_cache(maxsize=2)
+def load_federated(settings: DataSettings, num_classes: int) -> FederatedData:
+    """Load and partition once per process; every client in it indexes the result."""
+    train, test = load_dataset(settings.name, settings.root, settings.download)
+    found = int(train.labels.max()) + 1
+    if found != num_classes:
+        raise ConfigError("dataset.num_classes", f"is {num_classes}, but the {settings.name} files hold {found} classes")
+    return partition(settings, train, test, num_classes)
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) → float32, as torchvision's ToTensor then Normalize.
+
+    ``mean`` and ``std`` have shape (1, C, 1, 1).
+    """
+    return images.float().div_(255.0).sub_(mean).div_(std)

@@ -1,0 +1,118 @@
+"""pFedHN's hypernetwork and its update from a client's returned delta."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+class HyperNetwork(nn.Module):
+    """Client embedding → MLP → one linear head per target tensor.
+
+    ``embeddings`` (num_clients, embed_dim) → Linear(embed_dim, hidden) →
+    ``n_hidden`` × [ReLU, Linear(hidden, hidden)] → for each target tensor a
+    Linear(hidden, numel) reshaped to that tensor's shape. ``forward(client)``
+    returns a dict keyed exactly like the target's parameters.
+
+    Parameters
+    ----------
+    shapes : Mapping[str, torch.Size]
+        Name → shape of every tensor to generate, in the target's order.
+    num_clients : int
+        Rows of the embedding table.
+    embed_dim : int
+        Embedding size; the paper uses ``int(1 + num_clients / 4)``.
+    hidden_dim : int (default: 100)
+    n_hidden : int (default: 3)
+    """
+
+    def __init__(
+        self,
+        shapes: Mapping[str, torch.Size],
+        num_clients: int,
+        embed_dim: int,
+        hidden_dim: int = 100,
+        n_hidden: int = 3,
+    ) -> None:
+        super().__init__()
+        self.shapes = dict(shapes)
+        self.embeddings = nn.Embedding(num_clients, embed_dim)
+        layers: list[nn.Module] = [nn.Linear(embed_dim, hidden_dim)]
+        for _ in range(n_hidden):
+            layers += [nn.ReLU(), nn.Linear(hidden_dim, hidden_dim)]
+        self.mlp = nn.Sequential(*layers)
+        self.heads = nn.ModuleList(nn.Linear(hidden_dim, shape.numel()) for shape in self.shapes.values())
+
+    def forward(self, client: int) -> dict[str, torch.Tensor]:
+        """Generate the target weights of ``client``: name → tensor of the target's shape."""
+        index = torch.tensor(client, device=self.embeddings.weight.device)
+        features = self.mlp(self.embeddings(index))
+        return {
+            name: head(features).view(shape)
+            for (name, shape), head in zip(self.shapes.items(), self.heads)
+        }
+
+
+def hypernetwork_gradients(
+    hypernetwork: nn.Module, client: int, delta: Mapping[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """Gradients of ½‖h(v_client; φ) − (h(v_client; φ) + delta)‖² w.r.t. every parameter.
+
+    ``delta`` is θ_trained − θ̃ as the client returns it. The vector–Jacobian
+    product ``(∂θ̃/∂φ)ᵀ (θ̃ − θ_trained)`` is the official code's update: a
+    descent step on it moves ``h(v_client)`` toward the client's trained weights.
+    """
+    with torch.enable_grad():
+        generated = hypernetwork(client)
+        return list(
+            torch.autograd.grad(
+                list(generated.values()),
+                list(hypernetwork.parameters()),
+                grad_outputs=[-delta[name] for name in generated],
+            )
+        )
+
+
+def step_hypernetwork(
+    hypernetwork: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    deltas: Mapping[int, Mapping[str, torch.Tensor]],
+    grad_clip: float,
+) -> float:
+    """One optimizer step from the deltas of this round's clients (client → delta).
+
+    Gradients are averaged over clients, clipped to norm ``grad_clip``, and
+    applied. Returns the gradient norm before clipping.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    params = list(hypernetwork.parameters())
+    total: list[torch.Tensor] = []
+    for client, delta in deltas.items():
+        grads = hypernetwork_gradients(hypernetwork, client, delta)
+        total = grads if not total else [acc.add_(grad) for acc, grad in zip(total, grads)]
+    for param, grad in zip(params, total):
+        param.grad = grad.div_(len(deltas))
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return float(norm)
+
+
+def make_hypernetwork_optimizer(
+    hypernetwork: HyperNetwork,
+    lr: float,
+    embed_lr: float | None,
+    momentum: float,
+    weight_decay: float,
+) -> torch.optim.SGD:
+    """SGD on the MLP and heads at ``lr`` and on the embeddings at ``embed_lr`` (default ``lr``)."""
+    embeddings = list(hypernetwork.embeddings.parameters())
+    embedding_ids = {id(p) for p in embeddings}
+    body = [p for p in hypernetwork.parameters() if id(p) not in embedding_ids]
+    return torch.optim.SGD(
+        [{"params": body}, {"params": embeddings, "lr": lr if embed_lr is None else embed_lr}],
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )

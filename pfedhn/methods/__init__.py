@@ -1,0 +1,45 @@
+"""Registry of methods: ``method.strategy`` in the config → a strategy builder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from pfedhn import config
+from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer
+from pfedhn.methods.pfedhn import PFedHN
+from pfedhn.model import parameter_shapes
+from pfedhn.strategy import PersonalizedStrategy
+
+
+def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
+    """pFedHN (``method.personal_head=false``) or pFedHN-PC (``true``) from the config.
+
+    The hypernetwork is initialized from ``torch``'s global RNG: seed it first.
+    """
+    hypernetwork = HyperNetwork(
+        parameter_shapes(config.model_spec(cfg), personal_head=cfg.method.personal_head),
+        num_clients=cfg.num_clients,
+        embed_dim=config.embed_dim(cfg),
+        hidden_dim=cfg.hypernetwork.hidden_dim,
+        n_hidden=cfg.hypernetwork.n_hidden,
+    )
+    server = cfg.method.server
+    optimizer = make_hypernetwork_optimizer(
+        hypernetwork, server.lr, server.embed_lr, server.momentum, server.weight_decay
+    )
+    return PFedHN(hypernetwork=hypernetwork, optimizer=optimizer, grad_clip=server.grad_clip, **base)
+
+
+METHODS: dict[str, Callable[..., PersonalizedStrategy]] = {
+    "pfedhn": build_pfedhn,
+}
+
+
+def build_strategy(cfg: DictConfig, **base: Any) -> PersonalizedStrategy:
+    """The strategy named by ``method.strategy``, seeded by ``seed``."""
+    torch.manual_seed(cfg.seed)
+    return METHODS[cfg.method.strategy](cfg, **base)

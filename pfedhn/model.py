@@ -1,0 +1,59 @@
+"""The paper's target network: a LeNet-style CNN with a separable classifier head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEAD_PREFIX = "head."
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shape of the target CNN: input ``(in_channels, image_size, image_size)``."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int
+    n_kernels: int
+
+
+class TargetCNN(nn.Module):
+    """conv(in, k, 5) → pool → conv(k, 2k, 5) → pool → fc 120 → fc 84 → head (classes).
+
+    ReLU after every layer but the head; 2×2 max-pooling. Parameters named
+    ``head.*`` form the classifier, which pFedHN-PC keeps on the client.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        k = spec.n_kernels
+        side = ((spec.image_size - 4) // 2 - 4) // 2
+        self.conv1 = nn.Conv2d(spec.in_channels, k, 5)
+        self.conv2 = nn.Conv2d(k, 2 * k, 5)
+        self.fc1 = nn.Linear(2 * k * side * side, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.head = nn.Linear(84, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float → (B, num_classes) logits."""
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(x))
+        return self.head(x)
+
+
+def parameter_shapes(spec: ModelSpec, personal_head: bool) -> dict[str, torch.Size]:
+    """Name → shape of the tensors the server generates, in the target's order.
+
+    With ``personal_head`` the ``head.*`` tensors are left out: the client owns them.
+    """
+    return {
+        name: param.shape
+        for name, param in TargetCNN(spec).named_parameters()
+        if not (personal_head and name.startswith(HEAD_PREFIX))
+    }

@@ -1,0 +1,45 @@
+"""The ServerApp: the strategy (hypernetwork and embeddings) runs here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pfedhn import config
+from pfedhn.methods import build_strategy
+from pfedhn.results import RunHistory
+from pfedhn.simulation import PollingServerApp
+from pfedhn.strategy import PersonalizedStrategy
+
+
+def make_server_app(cfg: DictConfig, strategy: PersonalizedStrategy) -> PollingServerApp:
+    """A ServerApp running ``strategy`` for ``cfg.num_rounds`` rounds (see ``pfedhn.simulation``)."""
+
+    def server_fn(context: Context) -> ServerAppComponents:
+        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=cfg.num_rounds))
+
+    return PollingServerApp(server_fn=server_fn, pull_interval=cfg.simulation.poll_interval)
+
+
+def _deployment_server_fn(context: Context) -> ServerAppComponents:
+    """``flwr run``: compose the config from the run config; results go to ``outputs/flwr/``."""
+    cfg = config.from_run_config(context.run_config)
+    history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True))
+    strategy = build_strategy(
+        cfg,
+        num_clients=cfg.num_clients,
+        num_rounds=cfg.num_rounds,
+        clients_per_round=cfg.clients_per_round,
+        eval_every=cfg.eval_every,
+        seed=cfg.seed,
+        history=history,
+        results_path=Path("outputs") / "flwr" / f"run-{context.run_id}" / "results.json",
+        progress=False,
+    )
+    return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=cfg.num_rounds))
+
+
+app = ServerApp(server_fn=_deployment_server_fn)

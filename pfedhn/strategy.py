@@ -1,0 +1,239 @@
+"""The shared base of the personalized strategies: identity, sampling, evaluation.
+
+Every method here sends each client its *own* model, so the server must know
+which Flower client holds which data partition. Flower's node ids are random
+and its client list has no order, so before the first round the strategy asks
+every client for its partition id (``get_properties``) and keeps the map; each
+instruction then carries the partition id it was made for, and the client
+refuses one that is not its own.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from logging import INFO
+from pathlib import Path
+
+import numpy as np
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetPropertiesIns,
+    NDArrays,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.common.logger import log
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
+from tqdm import tqdm
+
+from pfedhn.results import Evaluation, RunHistory, SplitMetrics
+
+PARTITION_ID = "partition_id"
+SERVER_ROUND = "server_round"
+
+
+class ClientFailure(RuntimeError):
+    """A client raised or did not answer; the run stops rather than skip it silently."""
+
+
+def is_eval_round(server_round: int, eval_every: int, num_rounds: int) -> bool:
+    """The official schedule: after updates 1, 1 + k, 1 + 2k, ... and after the last."""
+    return (server_round - 1) % eval_every == 0 or server_round == num_rounds
+
+
+class PersonalizedStrategy(Strategy):
+    """Base of strategies that keep one personalized model per client on the server.
+
+    A subclass says what a client gets (``client_parameters``) and what the
+    server does with the returned updates (``apply_updates``); this class samples
+    clients, routes every message by partition id, evaluates every client on its
+    validation and test data, pools the results into ``history`` and shows progress.
+
+    Parameters
+    ----------
+    num_clients : int
+        Number of clients (data partitions), ids ``0 .. num_clients - 1``.
+    num_rounds : int
+        Rounds of the run (for the evaluation schedule and the progress bar).
+    clients_per_round : int (default: 1)
+        Clients sampled uniformly without replacement each round.
+    eval_every : int (default: 30)
+        Evaluate all clients after rounds 1, 1 + eval_every, ... and the last.
+    seed : int (default: 0)
+        Seeds client sampling.
+    history : RunHistory | None (default: None)
+        Where evaluations and traffic are recorded; a fresh one if None.
+    results_path : Path | None (default: None)
+        If set, ``history`` is written there after every evaluation.
+    progress : bool (default: True)
+        Show a tqdm bar over rounds with the latest validation accuracy.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_clients: int,
+        num_rounds: int,
+        clients_per_round: int = 1,
+        eval_every: int = 30,
+        seed: int = 0,
+        history: RunHistory | None = None,
+        results_path: Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_clients = num_clients
+        self.num_rounds = num_rounds
+        self.clients_per_round = clients_per_round
+        self.eval_every = eval_every
+        self.history = history if history is not None else RunHistory(config={})
+        self.results_path = results_path
+        self._sampler = np.random.default_rng([seed, 1])
+        self._proxies: dict[int, ClientProxy] = {}
+        self._bar = tqdm(total=num_rounds, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_clients={self.num_clients}, clients_per_round="
+            f"{self.clients_per_round}, num_rounds={self.num_rounds}, eval_every={self.eval_every})"
+        )
+
+    # ------------------------------------------------------------------ method hooks
+
+    @abstractmethod
+    def client_parameters(self, client: int) -> NDArrays:
+        """The arrays client ``client`` receives to train or evaluate."""
+
+    @abstractmethod
+    def apply_updates(self, server_round: int, updates: dict[int, NDArrays]) -> dict[str, Scalar]:
+        """Fold this round's client results (partition id → returned arrays) into the server."""
+
+    # --------------------------------------------------------------- Strategy API
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        """No global model: an empty one, so Flower asks no client for weights."""
+        return Parameters(tensors=[], tensor_type="numpy.ndarray")
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        """Sample ``clients_per_round`` partitions and send each its own model."""
+        proxies = self._proxies_by_partition(client_manager)
+        chosen = sorted(int(c) for c in self._sampler.choice(self.num_clients, self.clients_per_round, replace=False))
+        return [
+            (proxies[c], FitIns(self._send(c), {PARTITION_ID: c, SERVER_ROUND: server_round}))
+            for c in chosen
+        ]
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Hand every client's returned arrays to ``apply_updates``; stop on any failure."""
+        _raise_on_failures("fit", server_round, failures)
+        updates = {}
+        for proxy, res in results:
+            client = self._check_sender(proxy, res.metrics)
+            self.history.bytes_received += _num_bytes(res.parameters)
+            updates[client] = parameters_to_ndarrays(res.parameters)
+        metrics = self.apply_updates(server_round, updates)
+        self._bar.update(1)
+        if server_round == self.num_rounds:
+            self._bar.close()
+        return None, metrics
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        """On evaluation rounds, every client gets its own model."""
+        if not is_eval_round(server_round, self.eval_every, self.num_rounds):
+            return []
+        proxies = self._proxies_by_partition(client_manager)
+        return [
+            (proxies[c], EvaluateIns(self._send(c), {PARTITION_ID: c, SERVER_ROUND: server_round}))
+            for c in range(self.num_clients)
+        ]
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        """Pool correct / count over all clients (the paper's accuracy) and record it."""
+        _raise_on_failures("evaluate", server_round, failures)
+        by_client = {self._check_sender(proxy, res.metrics): res.metrics for proxy, res in results}
+        ordered = [by_client[c] for c in sorted(by_client)]
+        splits = {
+            split: SplitMetrics.pool(
+                [float(m[f"{split}_loss_sum"]) for m in ordered],
+                [int(m[f"{split}_correct"]) for m in ordered],
+                [int(m[f"{split}_count"]) for m in ordered],
+            )
+            for split in ("val", "test")
+        }
+        self.history.add(Evaluation(server_round, splits["val"], splits["test"]))
+        if self.results_path is not None:
+            self.history.write(self.results_path)
+        best = self.history.best
+        self._bar.set_postfix(val=f"{splits['val'].accuracy:.4f}", best_test=f"{best.test.accuracy:.4f}")
+        log(INFO, "round %s: val %.4f test %.4f", server_round, splits["val"].accuracy, splits["test"].accuracy)
+        return splits["test"].loss, {"val_accuracy": splits["val"].accuracy, "test_accuracy": splits["test"].accuracy}
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
+        """No centralized evaluation: the models are personal."""
+        return None
+
+    # ------------------------------------------------------------------- internals
+
+    def _send(self, client: int) -> Parameters:
+        parameters = ndarrays_to_parameters(self.client_parameters(client))
+        self.history.bytes_sent += _num_bytes(parameters)
+        return parameters
+
+    def _proxies_by_partition(self, client_manager: ClientManager) -> dict[int, ClientProxy]:
+        """Partition id → proxy, asked once of every client (see the module docstring)."""
+        if self._proxies:
+            return self._proxies
+        client_manager.wait_for(self.num_clients)
+        proxies = list(client_manager.all().values())
+
+        def ask(proxy: ClientProxy) -> int:
+            res = proxy.get_properties(GetPropertiesIns(config={}), timeout=None, group_id=0)
+            return int(res.properties[PARTITION_ID])
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            ids = list(pool.map(ask, proxies))
+        if sorted(ids) != list(range(self.num_clients)):
+            raise ClientFailure(
+                f"expected one client per partition 0..{self.num_clients - 1}, got partition ids {sorted(ids)}"
+            )
+        self._proxies = dict(zip(ids, proxies))
+        return self._proxies
+
+    def _check_sender(self, proxy: ClientProxy, metrics: dict[str, Scalar]) -> int:
+        client = int(metrics[PARTITION_ID])
+        if self._proxies.get(client) is not proxy:
+            raise ClientFailure(f"a reply claims partition {client} but came from another client")
+        return client
+
+
+def _num_bytes(parameters: Parameters) -> int:
+    return sum(len(t) for t in parameters.tensors)
+
+
+def _raise_on_failures(stage: str, server_round: int, failures: list) -> None:
+    if failures:
+        first = failures[0]
+        detail = repr(first) if isinstance(first, BaseException) else f"status {first[1].status}"
+        raise ClientFailure(f"round {server_round}: {len(failures)} client(s) failed in {stage}: {detail}")

@@ -1,0 +1,85 @@
+"""The one local trainer and the one evaluation pass every method uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pfedhn.dataset import normalize
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``mean`` and ``std``, each shaped (1, C, 1, 1)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def of(cls, mean: Sequence[float], std: Sequence[float]) -> Normalization:
+        return cls(torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Summed cross-entropy, number correct and number of samples of one split."""
+
+    loss_sum: float
+    correct: int
+    count: int
+
+
+def train_local(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    norm: Normalization,
+    *,
+    steps: int,
+    batch_size: int,
+    optimizers: Sequence[torch.optim.Optimizer],
+    clipped: Sequence[nn.Parameter],
+    grad_clip: float,
+    generator: torch.Generator,
+) -> float:
+    """Run ``steps`` SGD steps, each on a fresh random batch; return the mean loss.
+
+    A batch is ``batch_size`` samples drawn without replacement from the
+    client's ``images`` (uint8 (n, C, H, W)) and ``labels`` (n,): the same
+    law as the official ``next(iter(DataLoader(shuffle=True)))``. Before each
+    step the gradient of ``clipped`` is clipped to norm ``grad_clip``; every
+    optimizer in ``optimizers`` then steps.
+    """
+    model.train()
+    total = 0.0
+    for _ in range(steps):
+        batch = torch.randperm(len(labels), generator=generator)[:batch_size]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(normalize(images[batch], norm.mean, norm.std)), labels[batch])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
+        for optimizer in optimizers:
+            optimizer.step()
+        total += loss.item()
+    return total / steps
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: Normalization, batch_size: int
+) -> EvalResult:
+    """Loss, correct and count of ``model`` on uint8 ``images`` (n, C, H, W), in chunks."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        x = normalize(images[start : start + batch_size], norm.mean, norm.std)
+        y = labels[start : start + batch_size]
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(1) == y).sum())
+    return EvalResult(loss_sum, correct, len(labels))

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import RecordDict
+
+from pfedhn.client_app import HEAD_RECORD, PersonalizedClient
+from pfedhn.config import compose
+from pfedhn.methods import build_strategy
+from pfedhn.model import parameter_shapes
+from tests.conftest import tiny_overrides
+
+
+def setup(data_root: Path, *extra: str):
+    cfg = compose(tiny_overrides(data_root) + list(extra))
+    strategy = build_strategy(cfg, num_clients=cfg.num_clients, num_rounds=5, progress=False)
+    return cfg, strategy
+
+
+def test_fit_returns_the_change_of_every_received_tensor(data_root: Path) -> None:
+    cfg, strategy = setup(data_root)
+    client = PersonalizedClient(1, cfg, RecordDict())
+    sent = strategy.client_parameters(1)
+    delta, num_examples, metrics = client.fit(sent, {"partition_id": 1, "server_round": 1})
+    assert [d.shape for d in delta] == [s.shape for s in sent]
+    assert any(np.abs(d).sum() > 0 for d in delta)
+    assert num_examples == len(client.data.client_split(1, "train")[1])
+    assert metrics["partition_id"] == 1
+
+
+def test_local_training_is_determined_by_seed_client_and_round(data_root: Path) -> None:
+    cfg, strategy = setup(data_root)
+    sent = strategy.client_parameters(0)
+    fit = lambda r: PersonalizedClient(0, cfg, RecordDict()).fit(sent, {"partition_id": 0, "server_round": r})[0]
+    first, again, other_round = fit(1), fit(1), fit(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other_round))
+
+
+def test_a_client_refuses_another_partitions_model(data_root: Path) -> None:
+    cfg, strategy = setup(data_root)
+    client = PersonalizedClient(2, cfg, RecordDict())
+    with pytest.raises(RuntimeError, match="partition 2 received the model of partition 3"):
+        client.fit(strategy.client_parameters(3), {"partition_id": 3, "server_round": 1})
+
+
+def test_personal_head_stays_on_the_client_and_persists(data_root: Path) -> None:
+    cfg, strategy = setup(data_root, "method=pfedhn_pc")
+    state = RecordDict()
+    client = PersonalizedClient(0, cfg, state)
+    sent = strategy.client_parameters(0)
+    body_names = list(parameter_shapes(client.spec, personal_head=True))
+    assert len(sent) == len(body_names) and not any(n.startswith("head.") for n in body_names)
+
+    delta, _, _ = client.fit(sent, {"partition_id": 0, "server_round": 1})
+    assert len(delta) == len(body_names)  # what goes back holds no head tensor
+    head_after_one = state[HEAD_RECORD].to_torch_state_dict()
+    assert {"weight", "bias", "momentum.weight", "momentum.bias"} <= set(head_after_one)
+
+    # a new client object for the same node (as Flower builds one per message) resumes the head
+    PersonalizedClient(0, cfg, state).fit(sent, {"partition_id": 0, "server_round": 2})
+    head_after_two = state[HEAD_RECORD].to_torch_state_dict()
+    assert not torch.equal(head_after_one["weight"], head_after_two["weight"])
+
+
+def test_evaluate_counts_every_validation_and_test_sample(data_root: Path) -> None:
+    cfg, strategy = setup(data_root)
+    client = PersonalizedClient(3, cfg, RecordDict())
+    loss, count, metrics = client.evaluate(strategy.client_parameters(3), {"partition_id": 3})
+    for split in ("val", "test"):
+        assert metrics[f"{split}_count"] == len(client.data.client_split(3, split)[1])
+        assert 0 <= metrics[f"{split}_correct"] <= metrics[f"{split}_count"]
+    assert count == metrics["test_count"] and loss == pytest.approx(metrics["test_loss_sum"] / count)

@@ -1,0 +1,83 @@
+"""End to end: ``python -m pfedhn.main`` as a user runs it, on tiny data files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_main(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pfedhn.main", *args, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("method", ["pfedhn", "pfedhn_pc"])
+def test_a_short_simulation_writes_results(data_root: Path, tmp_path: Path, method: str) -> None:
+    args = tiny_overrides(data_root) + [f"method={method}", "num_rounds=4", "eval_every=2", "clients_per_round=2"]
+    done = run_main(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["finished"] is True
+    assert [e["round"] for e in results["history"]] == [1, 3, 4]
+    best = max(results["history"], key=lambda e: e["val"]["accuracy"])
+    assert results["best_val_round"] == best["round"]
+    assert results["test_accuracy"] == best["test"]["accuracy"]
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    assert len(best["test"]["client_accuracy"]) == 4
+    assert results["config"]["method"]["name"] == method
+    assert results["bytes_sent"] > 0 and results["bytes_received"] > 0
+
+
+def test_the_same_command_gives_the_same_numbers(data_root: Path, tmp_path: Path) -> None:
+    args = tiny_overrides(data_root, dataset="cifar10") + ["num_rounds=3", "eval_every=1"]
+    runs = []
+    for name in ("a", "b"):
+        done = run_main(args, tmp_path / name)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads((tmp_path / name / "results.json").read_text())["history"])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("num_clients=0", "config error: num_clients: must be a positive integer"),
+        ("num_clients=300", "config error: num_clients: 300 clients cannot be split"),
+        ("dataset.name=svhn", "config error: dataset.name: unknown dataset 'svhn'"),
+        ("client.lr=-1", "config error: client.lr: must be a positive number"),
+    ],
+)
+def test_bad_config_stops_with_one_line(data_root: Path, tmp_path: Path, override: str, message: str) -> None:
+    done = run_main(tiny_overrides(data_root) + [override], tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_data_names_the_files_and_the_override(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run_main(tiny_overrides(empty) + ["dataset.download=false"], tmp_path / "out")
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "MNIST/raw" in output and "dataset.root=<dir>" in output
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_dataset_group_lists_the_choices(data_root: Path, tmp_path: Path) -> None:
+    done = run_main(["dataset=svhn"], tmp_path)
+    assert done.returncode != 0
+    assert "Could not find 'dataset/svhn'" in done.stderr and "cifar10" in done.stderr

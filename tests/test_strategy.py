@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.common import Code, FitRes, GetPropertiesRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
+
+from pfedhn.config import compose
+from pfedhn.methods import build_strategy
+from pfedhn.strategy import ClientFailure, is_eval_round
+from tests.conftest import tiny_overrides
+
+OK = Status(code=Code.OK, message="")
+
+
+class PartitionProxy(ClientProxy):
+    """A client that only answers who it is."""
+
+    def __init__(self, node_id: int, partition_id: int) -> None:
+        super().__init__(cid=str(node_id))
+        self.node_id = node_id
+        self.partition_id = partition_id
+
+    def get_properties(self, ins, timeout, group_id):
+        return GetPropertiesRes(status=OK, properties={"partition_id": self.partition_id})
+
+    def get_parameters(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def fit(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def evaluate(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+    def reconnect(self, ins, timeout, group_id):
+        raise NotImplementedError
+
+
+def setup(data_root: Path, clients_per_round: int = 2):
+    cfg = compose(tiny_overrides(data_root, num_clients=6))
+    strategy = build_strategy(
+        cfg, num_clients=6, num_rounds=10, clients_per_round=clients_per_round, eval_every=3, progress=False
+    )
+    manager = SimpleClientManager()
+    rng = np.random.default_rng(1)
+    # random node ids, registered in an order unrelated to the partitions
+    for partition in rng.permutation(6):
+        manager.register(PartitionProxy(int(rng.integers(1, 2**62)), int(partition)))
+    return strategy, manager
+
+
+def test_each_client_receives_the_model_of_its_own_partition(data_root: Path) -> None:
+    strategy, manager = setup(data_root)
+    for server_round in range(1, 4):
+        for proxy, ins in strategy.configure_fit(server_round, None, manager):
+            assert ins.config["partition_id"] == proxy.partition_id
+            expected = strategy.client_parameters(proxy.partition_id)
+            assert all(np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(ins.parameters), expected))
+
+
+def test_evaluation_reaches_every_client_with_its_own_model(data_root: Path) -> None:
+    strategy, manager = setup(data_root)
+    assert strategy.configure_evaluate(2, None, manager) == []
+    pairs = strategy.configure_evaluate(4, None, manager)
+    assert sorted(p.partition_id for p, _ in pairs) == list(range(6))
+    assert all(ins.config["partition_id"] == p.partition_id for p, ins in pairs)
+
+
+def test_a_reply_from_the_wrong_client_is_refused(data_root: Path) -> None:
+    strategy, manager = setup(data_root, clients_per_round=1)
+    (proxy, ins), = strategy.configure_fit(1, None, manager)
+    liar = {"partition_id": (proxy.partition_id + 1) % 6}
+    res = FitRes(status=OK, parameters=ins.parameters, num_examples=1, metrics=liar)
+    with pytest.raises(ClientFailure, match="came from another client"):
+        strategy.aggregate_fit(1, [(proxy, res)], [])
+
+
+def test_failures_stop_the_run(data_root: Path) -> None:
+    strategy, _ = setup(data_root)
+    with pytest.raises(ClientFailure, match="1 client"):
+        strategy.aggregate_fit(1, [], [RuntimeError("boom")])
+
+
+def test_aggregate_fit_steps_the_hypernetwork(data_root: Path) -> None:
+    strategy, manager = setup(data_root, clients_per_round=1)
+    (proxy, ins), = strategy.configure_fit(1, None, manager)
+    before = [p.detach().clone() for p in strategy.hypernetwork.parameters()]
+    delta = [0.01 * np.ones_like(a) for a in parameters_to_ndarrays(ins.parameters)]
+    res = FitRes(status=OK, parameters=ndarrays_to_parameters(delta), num_examples=1, metrics={"partition_id": proxy.partition_id})
+    strategy.aggregate_fit(1, [(proxy, res)], [])
+    assert any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.parameters(), before))
+    assert strategy.history.bytes_received == sum(len(t) for t in res.parameters.tensors)
+
+
+def test_eval_schedule_is_the_official_one() -> None:
+    assert [r for r in range(1, 101) if is_eval_round(r, 30, 100)] == [1, 31, 61, 91, 100]
