@@ -17,11 +17,10 @@ from flwr.app import ArrayRecord, Context, RecordDict
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import NDArrays, Scalar
 from omegaconf import DictConfig
-from torch import nn
 
 from pfedhn import config
 from pfedhn.dataset import FederatedData, load_federated
-from pfedhn.model import HEAD_PREFIX, ModelSpec, TargetCNN, parameter_shapes
+from pfedhn.model import HEAD_PREFIX, ModelSpec, TargetCNN, make_head, parameter_shapes
 from pfedhn.strategy import PARTITION_ID, SERVER_ROUND
 from pfedhn.train import EvalResult, evaluate, train_local
 from pfedhn.utils import derive_seed
@@ -32,9 +31,14 @@ MOMENTUM_PREFIX = "momentum."
 
 
 @functools.lru_cache(maxsize=4)
-def _target(spec: ModelSpec) -> TargetCNN:
-    """One target network per process, reloaded with each message's weights."""
-    return TargetCNN(spec)
+def _target(spec: ModelSpec, channels_last: bool) -> TargetCNN:
+    """One target network per process, reloaded with each message's weights.
+
+    ``channels_last`` stores conv weights (and so activations) NHWC, which
+    oneDNN runs about a quarter faster on a CPU; the arithmetic is the same.
+    """
+    model = TargetCNN(spec)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 class PersonalizedClient(NumPyClient):
@@ -89,7 +93,7 @@ class PersonalizedClient(NumPyClient):
         )
         if self.cfg.method.personal_head:
             self._save_head(model, optimizers[-1])
-        delta = [(param.detach() - start).numpy() for param, start in zip(body, received)]
+        delta = [(param.detach() - start).contiguous().numpy() for param, start in zip(body, received)]
         metrics = {PARTITION_ID: self.partition_id, "train_loss": loss, "fit_seconds": time.perf_counter() - started}
         return delta, len(labels), metrics
 
@@ -121,7 +125,7 @@ class PersonalizedClient(NumPyClient):
         """The process's target network loaded with the received tensors (and the personal head)."""
         if len(parameters) != len(self.received_names):
             raise RuntimeError(f"expected {len(self.received_names)} arrays, got {len(parameters)}")
-        model = _target(self.spec)
+        model = _target(self.spec, self.cfg.client.channels_last)
         named = dict(model.named_parameters())
         received = [torch.tensor(np.asarray(array)) for array in parameters]
         with torch.no_grad():
@@ -138,7 +142,7 @@ class PersonalizedClient(NumPyClient):
         if HEAD_RECORD not in self.state:
             with torch.random.fork_rng():
                 torch.manual_seed(derive_seed(self.cfg.seed, HEAD_STREAM, self.partition_id))
-                fresh = nn.Linear(_target(self.spec).head.in_features, self.spec.num_classes)
+                fresh = make_head(self.spec)
             self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=fresh.state_dict())
         return dict(self.state[HEAD_RECORD].to_torch_state_dict())
 

@@ -48,6 +48,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "client.momentum": (_non_negative, "a non-negative number"),
     "client.weight_decay": (_non_negative, "a non-negative number"),
     "client.grad_clip": (_positive, "a positive number"),
+    "client.channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "model.n_kernels": (_positive_int, "a positive integer"),
     "hypernetwork.hidden_dim": (_positive_int, "a positive integer"),
     "hypernetwork.n_hidden": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
@@ -30,8 +29,8 @@ from pfedhn.simulation import simulate
 log = logging.getLogger("pfedhn")
 
 
-def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Run the experiment of a composed config; return what ``results.json`` holds."""
+def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
+    """Run the experiment of a composed config; return its history (also in ``results.json``)."""
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
     config.validate(cfg)
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)
@@ -79,7 +78,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         result["wall_time_s"],
         results_path,
     )
-    return result
+    return history
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

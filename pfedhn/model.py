@@ -36,7 +36,7 @@ class TargetCNN(nn.Module):
         self.conv2 = nn.Conv2d(k, 2 * k, 5)
         self.fc1 = nn.Linear(2 * k * side * side, 120)
         self.fc2 = nn.Linear(120, 84)
-        self.head = nn.Linear(84, spec.num_classes)
+        self.head = make_head(spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) float → (B, num_classes) logits."""
@@ -45,6 +45,11 @@ class TargetCNN(nn.Module):
         x = F.relu(self.fc1(x.flatten(1)))
         x = F.relu(self.fc2(x))
         return self.head(x)
+
+
+def make_head(spec: ModelSpec) -> nn.Linear:
+    """The classifier head: Linear(84 → num_classes)."""
+    return nn.Linear(84, spec.num_classes)
 
 
 def parameter_shapes(spec: ModelSpec, personal_head: bool) -> dict[str, torch.Size]:

@@ -57,6 +57,7 @@ class RunHistory:
     bytes_sent: int = 0
     bytes_received: int = 0
     started: float = field(default_factory=time.time)
+    round_end_times: list[float] = field(default_factory=list)  # perf_counter() after each round's update
 
     def add(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)

@@ -10,6 +10,7 @@ refuses one that is not its own.
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from logging import INFO
@@ -147,6 +148,7 @@ class PersonalizedStrategy(Strategy):
             self.history.bytes_received += _num_bytes(res.parameters)
             updates[client] = parameters_to_ndarrays(res.parameters)
         metrics = self.apply_updates(server_round, updates)
+        self.history.round_end_times.append(time.perf_counter())
         self._bar.update(1)
         if server_round == self.num_rounds:
             self._bar.close()

@@ -1,0 +1,252 @@
+"""Speed benchmark: ``python -m pfedhn.bench --root DATA_ROOT``.
+
+Times, in one process run, on the same data and seed, pFedHN rounds done three ways:
+
+(a) ``bare``: the package's hypernetwork, client trainer and update code in a
+    plain Python loop (no Flower);
+(b) ``flower``: the Flower simulation exactly as ``pfedhn.main`` runs it
+    (evaluation only after the first and last round);
+(c) ``reference``: (a) with the client loop of the official code, which draws
+    every batch with a fresh ``next(iter(DataLoader(...)))`` over a torchvision-style
+    dataset that converts each image through PIL, ToTensor and Normalize.
+
+It writes ``results/benchmark.json`` and the table between the markers in
+``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from flwr.app import RecordDict
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from pfedhn import config
+from pfedhn.client_app import PersonalizedClient
+from pfedhn.methods import build_strategy
+from pfedhn.model import TargetCNN
+
+MARK_START, MARK_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+@contextmanager
+def peak_rss() -> Iterator[dict[str, float]]:
+    """Sample the RSS of this process and all its descendants (Ray's too) every 0.2 s."""
+    peak = {"mb": 0.0}
+    done = threading.Event()
+    me = psutil.Process()
+
+    def sample() -> None:
+        while not done.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak["mb"] = max(peak["mb"], total / 2**20)
+            done.wait(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+
+
+class ReferenceStyleDataset(Dataset):
+    """What torchvision's CIFAR/MNIST datasets do per item: PIL image → ToTensor → Normalize."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, cfg: DictConfig) -> None:
+        self.images = images.permute(0, 2, 3, 1).squeeze(-1).numpy()  # HWC (or HW) uint8, as torchvision stores
+        self.labels = labels.tolist()
+        self.transform = T.Compose([T.ToTensor(), T.Normalize(list(cfg.dataset.mean), list(cfg.dataset.std))])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def reference_fit(cfg: DictConfig, loader: DataLoader, model: TargetCNN, sent: list[np.ndarray]) -> list[np.ndarray]:
+    """The official client loop: load θ̃, 50 × [next(iter(loader)), SGD step]; return θ − θ̃."""
+    received = [torch.tensor(a) for a in sent]
+    with torch.no_grad():
+        for param, tensor in zip(model.parameters(), received):
+            param.copy_(tensor)
+    c = cfg.client
+    optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    model.train()
+    for _ in range(c.inner_steps):
+        optimizer.zero_grad()
+        images, labels = next(iter(loader))
+        F.cross_entropy(model(images), labels).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        optimizer.step()
+    return [(p.detach() - r).numpy() for p, r in zip(model.parameters(), received)]
+
+
+def loop_rounds(cfg: DictConfig, rounds: int, reference: bool) -> tuple[list[float], list[float]]:
+    """Per-round wall times and local-training times of (a) or, with ``reference``, (c)."""
+    strategy = build_strategy(cfg, num_clients=cfg.num_clients, num_rounds=rounds, progress=False)
+    clients = [PersonalizedClient(c, cfg, RecordDict()) for c in range(cfg.num_clients)]
+    fit: Callable[[int, int, list[np.ndarray]], list[np.ndarray]]
+    if reference:
+        model = TargetCNN(config.model_spec(cfg))
+        torch.manual_seed(cfg.seed)
+        data = clients[0].data
+        dataset = ReferenceStyleDataset(data.splits["train"].images, data.splits["train"].labels, cfg)
+        loaders = [
+            DataLoader(torch.utils.data.Subset(dataset, data.client_indices["train"][c].tolist()), batch_size=cfg.client.batch_size, shuffle=True)
+            for c in range(cfg.num_clients)
+        ]
+        fit = lambda c, r, sent: reference_fit(cfg, loaders[c], model, sent)
+    else:
+        fit = lambda c, r, sent: clients[c].fit(sent, {"partition_id": c, "server_round": r})[0]
+    sampler = np.random.default_rng(cfg.seed)
+    round_times, fit_times = [], []
+    for server_round in range(1, rounds + 1):
+        client = int(sampler.integers(cfg.num_clients))
+        start = time.perf_counter()
+        sent = strategy.client_parameters(client)
+        fit_start = time.perf_counter()
+        delta = fit(client, server_round, sent)
+        fit_times.append(time.perf_counter() - fit_start)
+        strategy.apply_updates(server_round, {client: delta})
+        round_times.append(time.perf_counter() - start)
+    return round_times, fit_times
+
+
+def flower_rounds(cfg: DictConfig, rounds: int) -> list[float]:
+    """Per-round wall times of the Flower simulation run by ``pfedhn.main.run``."""
+    from pfedhn.main import run  # imports Flower's simulation stack
+
+    cfg.num_rounds = rounds
+    cfg.eval_every = rounds + 1  # evaluate after round 1 and the last only
+    cfg.progress = False
+    with tempfile.TemporaryDirectory() as out:
+        ends = run(cfg, Path(out)).round_end_times
+    return list(np.diff(ends))
+
+
+def summarize(round_times: list[float], warmup: int, inner_steps: int, fit_times: list[float] | None = None) -> dict[str, float]:
+    kept = round_times[warmup:]
+    round_s = statistics.median(kept)
+    fit_s = statistics.median(fit_times[warmup:]) if fit_times else round_s
+    return {
+        "round_s": round_s,
+        "rounds_per_s": 1.0 / round_s,
+        "local_steps_per_s": inner_steps / fit_s,
+        "rounds_timed": len(kept),
+    }
+
+
+def measure(cfg: DictConfig, kind: str, rounds: int, warmup: int) -> dict[str, float]:
+    with peak_rss() as peak:
+        if kind == "flower":
+            stats = summarize(flower_rounds(cfg, rounds + 2), warmup, cfg.client.inner_steps)
+        else:
+            times, fits = loop_rounds(cfg, rounds, reference=kind == "reference")
+            stats = summarize(times, warmup, cfg.client.inner_steps, fits)
+    return {**stats, "peak_rss_mb": peak["mb"]}
+
+
+def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
+    """(label, overrides, kinds) of every measurement."""
+    base = [f"dataset.root={root}"]
+    if tiny:
+        base += ["dataset.download=false", "dataset.val_size=100", "client.inner_steps=3", "model.n_kernels=2", "hypernetwork.hidden_dim=8"]
+        return [
+            ("mnist/4", base + ["dataset=mnist", "num_clients=4"], ["bare", "flower", "reference"]),
+            ("mnist/2", base + ["dataset=mnist", "num_clients=2"], ["flower"]),
+        ]
+    return [
+        ("cifar10/50", base + ["dataset=cifar10", "num_clients=50"], ["bare", "flower", "reference"]),
+        ("cifar100/100", base + ["dataset=cifar100", "num_clients=100"], ["bare", "flower", "reference"]),
+        ("cifar10/10", base + ["dataset=cifar10", "num_clients=10"], ["flower"]),
+        ("cifar10/100", base + ["dataset=cifar10", "num_clients=100"], ["flower"]),
+        ("cifar10/1000", base + ["dataset=cifar10", "num_clients=1000"], ["flower"]),
+    ]
+
+
+def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = [
+        "| setting | run | s / round | rounds / s | local steps / s | peak RSS (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, kinds in results.items():
+        for kind, r in kinds.items():
+            lines.append(
+                f"| {label} | {kind} | {r['round_s']:.3f} | {r['rounds_per_s']:.2f} | "
+                f"{r['local_steps_per_s']:.0f} | {r['peak_rss_mb']:.0f} |"
+            )
+    lines += ["", "| setting | b/a (flower/bare) | a/c (bare/reference) | b/c (flower/reference) |", "|---|---|---|---|"]
+    for label, k in results.items():
+        if {"bare", "flower", "reference"} <= set(k):
+            a, b, c = (k[x]["round_s"] for x in ("bare", "flower", "reference"))
+            lines.append(f"| {label} | {b / a:.3f} | {a / c:.3f} | {b / c:.3f} |")
+    flower = {label: k["flower"]["round_s"] for label, k in results.items() if "flower" in k}
+    scaling = [label for label in flower if label.startswith("cifar10/")]
+    if len(scaling) > 1:
+        smallest = min(scaling, key=lambda s: int(s.split("/")[1]))
+        lines += ["", "| clients (CIFAR-10, flower) | s / round | × the smallest |", "|---|---|---|"]
+        for label in sorted(scaling, key=lambda s: int(s.split("/")[1])):
+            lines.append(f"| {label.split('/')[1]} | {flower[label]:.3f} | {flower[label] / flower[smallest]:.2f} |")
+    return "\n".join(lines)
+
+
+def write_docs(path: Path, command: str, body: str) -> None:
+    text = path.read_text() if path.exists() else f"# Performance\n\n{MARK_START}\n{MARK_END}\n"
+    head, rest = text.split(MARK_START, 1)
+    _, tail = rest.split(MARK_END, 1)
+    path.write_text(f"{head}{MARK_START}\n```bash\n{command}\n```\n\n{body}\n{MARK_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="data root (see EXTENDED_README.md)")
+    parser.add_argument("--rounds", type=int, default=60, help="rounds timed per run")
+    parser.add_argument("--warmup", type=int, default=10, help="first rounds left out of the medians")
+    parser.add_argument("--tiny", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument("--json", type=Path, default=Path("results/benchmark.json"))
+    parser.add_argument("--docs", type=Path, default=Path("docs/performance.md"))
+    args = parser.parse_args(argv)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for label, overrides, kinds in cells(args.root, args.tiny):
+        results[label] = {}
+        for kind in kinds:
+            cfg = config.compose(overrides)
+            config.validate(cfg)
+            results[label][kind] = measure(cfg, kind, args.rounds, args.warmup)
+            print(f"{label:>14} {kind:>9}: {json.dumps(results[label][kind])}", flush=True)
+    body = table(results)
+    print(body)
+    command = "python -m pfedhn.bench " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch": torch.__version__}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"command": command, "machine": machine, "results": results}, indent=1))
+    write_docs(args.docs, command, body)
+    return results
+
+
+if __name__ == "__main__":
+    main()
