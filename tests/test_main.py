@@ -24,21 +24,24 @@ def run_main(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("method", ["pfedhn", "pfedhn_pc"])
-def test_a_short_simulation_writes_results(data_root: Path, tmp_path: Path, method: str) -> None:
-    args = tiny_overrides(data_root) + [f"method={method}", "num_rounds=4", "eval_every=2", "clients_per_round=2"]
-    done = run_main(args, tmp_path)
+def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_path: Path) -> None:
+    args = ["--multirun", *tiny_overrides(data_root), "method=pfedhn,pfedhn_pc", "num_rounds=4", "eval_every=2", "clients_per_round=2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pfedhn.main", *args, f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["finished"] is True
-    assert [e["round"] for e in results["history"]] == [1, 3, 4]
-    best = max(results["history"], key=lambda e: e["val"]["accuracy"])
-    assert results["best_val_round"] == best["round"]
-    assert results["test_accuracy"] == best["test"]["accuracy"]
-    assert 0.0 <= results["test_accuracy"] <= 1.0
-    assert len(best["test"]["client_accuracy"]) == 4
-    assert results["config"]["method"]["name"] == method
-    assert results["bytes_sent"] > 0 and results["bytes_received"] > 0
+    for method in ("pfedhn", "pfedhn_pc"):
+        results = json.loads((tmp_path / f"{method}_mnist_n4_s42" / "results.json").read_text())
+        assert results["finished"] is True
+        assert results["config"]["method"]["name"] == method
+        assert [e["round"] for e in results["history"]] == [1, 3, 4]
+        best = max(results["history"], key=lambda e: e["val"]["accuracy"])
+        assert results["best_val_round"] == best["round"]
+        assert results["test_accuracy"] == best["test"]["accuracy"]
+        assert 0.0 <= results["test_accuracy"] <= 1.0
+        assert len(best["test"]["client_accuracy"]) == 4
+        assert results["bytes_sent"] > 0 and results["bytes_received"] > 0
 
 
 def test_the_same_command_gives_the_same_numbers(data_root: Path, tmp_path: Path) -> None:

@@ -1,0 +1,158 @@
+"""Turn run directories into the paper-style table and plots.
+
+    python -m pfedhn.summarize results/runs [more dirs ...]
+
+Finds every ``results.json`` under the given directories, groups runs by
+(method, dataset, clients), and writes ``results/table.md`` (mean ± std of the
+test accuracy at the best-validation round over seeds, with each cell's scale)
+and, in ``_static/``, per (dataset, clients): accuracy vs round (mean ± band over
+seeds, validation dashed, test solid) and the per-client test accuracy at the
+best round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+METHOD_LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC"}
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    method: str
+    dataset: str
+    clients: int
+    seed: int
+    result: dict[str, Any]
+
+    @property
+    def rounds_done(self) -> int:
+        return self.result["history"][-1]["round"] if self.result["history"] else 0
+
+
+def find_runs(dirs: list[Path]) -> list[Run]:
+    runs = []
+    for directory in dirs:
+        for path in sorted(directory.rglob("results.json")):
+            result = json.loads(path.read_text())
+            cfg = result["config"]
+            runs.append(Run(path, cfg["method"]["name"], cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result))
+    return runs
+
+
+def cell_text(runs: list[Run]) -> str:
+    """``mean ± std`` in percent, then the scale: rounds (planned), seeds, and whether finished."""
+    accs = 100 * np.array([r.result["test_accuracy"] for r in runs])
+    value = f"{accs.mean():.2f} ± {accs.std():.2f}" if len(accs) > 1 else f"{accs[0]:.2f}"
+    planned = {r.result["config"]["num_rounds"] for r in runs}
+    done = {r.rounds_done for r in runs}
+    scale = f"{max(done)} rounds" if done == planned else f"{max(done)} of {max(planned)} rounds, unfinished"
+    return f"{value} ({scale}, {len(runs)} seed{'s' if len(runs) > 1 else ''})"
+
+
+def table(runs: list[Run]) -> str:
+    cells: dict[tuple[str, str, int], list[Run]] = defaultdict(list)
+    for run in runs:
+        cells[(run.method, run.dataset, run.clients)].append(run)
+    columns = sorted({(d, n) for _, d, n in cells}, key=lambda c: (list(DATASET_LABELS).index(c[0]), c[1]))
+    methods = sorted({m for m, _, _ in cells}, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)
+    header = "| method | " + " | ".join(f"{DATASET_LABELS.get(d, d)}, {n} clients" for d, n in columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
+    for method in methods:
+        row = [cell_text(cells[(method, d, n)]) if (method, d, n) in cells else "–" for d, n in columns]
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, color: str) -> None:
+    rounds = min((np.array([e["round"] for e in r.result["history"]]) for r in runs), key=len)
+    values = np.array([[e[split]["accuracy"] for e in r.result["history"][: len(rounds)]] for r in runs]) * 100
+    mean = values.mean(0)
+    ax.plot(rounds, mean, style, color=color, label=label, linewidth=1.2)
+    if len(runs) > 1:
+        ax.fill_between(rounds, mean - values.std(0), mean + values.std(0), color=color, alpha=0.2)
+
+
+def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], static: Path) -> list[Path]:
+    """Accuracy curves and per-client accuracy of one (dataset, clients) cell."""
+    name = f"{dataset}_{clients}"
+    colors = dict(zip(sorted(by_method), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    title = f"{DATASET_LABELS.get(dataset, dataset)}, {clients} clients"
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for method, runs in sorted(by_method.items()):
+        label = METHOD_LABELS.get(method, method)
+        seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+        _band(ax, runs, "test", "-", f"{label} test ({seeds})", colors[method])
+        _band(ax, runs, "val", "--", f"{label} validation", colors[method])
+    ax.set(xlabel="round", ylabel="pooled accuracy (%)", title=f"{title}: accuracy vs round")
+    ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    curve = static / f"curve_{name}.png"
+    fig.tight_layout()
+    fig.savefig(curve, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    data, labels = [], []
+    for method, runs in sorted(by_method.items()):
+        at_best = []
+        for run in runs:
+            best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
+            at_best += best["test"]["client_accuracy"]
+        data.append(100 * np.array(at_best))
+        labels.append(f"{METHOD_LABELS.get(method, method)}\n({len(at_best)} clients × seeds)")
+    ax.boxplot(data, orientation="horizontal", tick_labels=labels)
+    for i, values in enumerate(data, 1):
+        ax.scatter(values, np.full(len(values), i) + np.random.default_rng(i).uniform(-0.15, 0.15, len(values)), s=8, alpha=0.5)
+    ax.set(xlabel="client test accuracy at the best-validation round (%)", title=f"{title}: per-client accuracy")
+    ax.grid(alpha=0.3, axis="x")
+    spread = static / f"clients_{name}.png"
+    fig.tight_layout()
+    fig.savefig(spread, dpi=120)
+    plt.close(fig)
+    return [curve, spread]
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="directories searched for results.json")
+    parser.add_argument("--table", type=Path, default=Path("results/table.md"))
+    parser.add_argument("--static", type=Path, default=Path("_static"))
+    args = parser.parse_args(argv)
+    runs = find_runs(args.dirs)
+    if not runs:
+        parser.error(f"no results.json under {', '.join(map(str, args.dirs))}")
+    text = table(runs)
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    args.table.write_text(
+        "Test accuracy (%) at the best-validation round, mean ± std over seeds "
+        "(`python -m pfedhn.summarize`).\n\n" + text + "\n"
+    )
+    args.static.mkdir(parents=True, exist_ok=True)
+    grouped: dict[tuple[str, int], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        grouped[(run.dataset, run.clients)][run.method].append(run)
+    for (dataset, clients), by_method in sorted(grouped.items()):
+        for path in plot_cell(dataset, clients, by_method, args.static):
+            print(f"wrote {path}")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pfedhn.summarize import main
+
+
+def write_run(directory: Path, method: str, seed: int, test_at_best: float, rounds: int = 61, planned: int = 61) -> None:
+    history = []
+    for i, r in enumerate(range(1, rounds + 1, 30)):
+        val = 0.5 + 0.1 * i if r != 31 else 0.95  # the best validation is at round 31
+        history.append(
+            {
+                "round": r,
+                "val": {"loss": 1.0, "accuracy": val, "client_accuracy": [val, val]},
+                "test": {"loss": 1.0, "accuracy": test_at_best if r == 31 else 0.1, "client_accuracy": [0.2, 0.4]},
+            }
+        )
+    result = {
+        "config": {"method": {"name": method}, "dataset": {"name": "cifar10"}, "num_clients": 2, "seed": seed, "num_rounds": planned},
+        "history": history,
+        "best_val_round": 31,
+        "test_accuracy": test_at_best,
+    }
+    directory.mkdir(parents=True)
+    (directory / "results.json").write_text(json.dumps(result))
+
+
+def test_table_pools_seeds_and_states_scale(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs / "a", "pfedhn", 0, 0.80)
+    write_run(runs / "b", "pfedhn", 1, 0.90)
+    write_run(runs / "c", "pfedhn_pc", 0, 0.85, rounds=31, planned=5000)
+    text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
+    assert "| pFedHN | 85.00 ± 5.00 (61 rounds, 2 seeds) |" in text
+    assert "| pFedHN-PC | 85.00 (31 of 5000 rounds, unfinished, 1 seed) |" in text
+    assert (tmp_path / "table.md").read_text().endswith(text + "\n")
+    assert {p.name for p in (tmp_path / "static").iterdir()} == {"curve_cifar10_2.png", "clients_cifar10_2.png"}
