@@ -21,11 +21,12 @@ from omegaconf import DictConfig
 from pfedhn import config
 from pfedhn.dataset import FederatedData, load_federated
 from pfedhn.model import HEAD_PREFIX, ModelSpec, TargetCNN, make_head, parameter_shapes
-from pfedhn.strategy import PARTITION_ID, SERVER_ROUND
+from pfedhn.strategy import PARTITION_ID, RESTORE_ARRAYS, SERVER_ROUND
 from pfedhn.train import EvalResult, evaluate, train_local
 from pfedhn.utils import derive_seed
 
 HEAD_RECORD = "personal_head"
+HEAD_STATE_KEYS = ("weight", "bias", "momentum.weight", "momentum.bias")
 TRAIN_STREAM, HEAD_STREAM = 2, 3  # tags that keep derived seeds of different uses apart
 MOMENTUM_PREFIX = "momentum."
 
@@ -66,9 +67,21 @@ class PersonalizedClient(NumPyClient):
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         return {PARTITION_ID: self.partition_id}
 
+    def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
+        """This client's own state, for the server's checkpoints: pFedHN-PC's head and its
+        momentum (zeros before the first step, which SGD treats the same), else nothing."""
+        self._check_addressee(config)
+        if not self.cfg.method.personal_head:
+            return []
+        state = self._head_state()
+        return [
+            state.get(key, torch.zeros_like(state[key.removeprefix(MOMENTUM_PREFIX)])).numpy() for key in HEAD_STATE_KEYS
+        ]
+
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """Train the received weights; return (trained − received, #train samples, metrics)."""
         self._check_addressee(config)
+        parameters = self._take_restored_state(parameters, config)
         started = time.perf_counter()
         model, received = self._load(parameters)
         named = dict(model.named_parameters())
@@ -100,6 +113,7 @@ class PersonalizedClient(NumPyClient):
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         """Validation and test loss sums, correct and counts of the received model."""
         self._check_addressee(config)
+        parameters = self._take_restored_state(parameters, config)
         model, _ = self._load(parameters)
         results: dict[str, EvalResult] = {}
         for split in ("val", "test"):
@@ -120,6 +134,15 @@ class PersonalizedClient(NumPyClient):
             raise RuntimeError(
                 f"client of partition {self.partition_id} received the model of partition {config[PARTITION_ID]}"
             )
+
+    def _take_restored_state(self, parameters: NDArrays, config: dict[str, Scalar]) -> NDArrays:
+        """Install the state a resumed server hands back (the trailing arrays); return the rest."""
+        count = int(config.get(RESTORE_ARRAYS, 0))
+        if count == 0:
+            return parameters
+        saved = {key: torch.tensor(np.asarray(a)) for key, a in zip(HEAD_STATE_KEYS, parameters[-count:], strict=True)}
+        self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=saved)
+        return parameters[:-count]
 
     def _load(self, parameters: NDArrays) -> tuple[TargetCNN, list[torch.Tensor]]:
         """The process's target network loaded with the received tensors (and the personal head)."""

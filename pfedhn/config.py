@@ -36,6 +36,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "clients_per_round": (_positive_int, "a positive integer"),
     "eval_every": (_positive_int, "a positive integer"),
     "seed": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
+    "checkpoint_every": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer (0: only after the last round)"),
+    "resume": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
     "dataset.num_classes": (_positive_int, "a positive integer"),
     "dataset.in_channels": (_positive_int, "a positive integer"),
     "dataset.image_size": (lambda v: _positive_int(v) and v >= 16, "an integer >= 16"),
@@ -91,6 +93,24 @@ def validate(cfg: DictConfig) -> None:
     for key in ("dataset.mean", "dataset.std"):
         if len(OmegaConf.select(cfg, key)) != cfg.dataset.in_channels:
             raise ConfigError(key, f"needs one value per channel ({cfg.dataset.in_channels})")
+
+
+# Keys a resumed run may change: they do not affect any number it produces.
+RESUMABLE_CHANGES = ("num_rounds", "resume", "progress", "checkpoint_every", "simulation.", "dataset.root", "dataset.download", "client.eval_batch_size")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def check_resumable(cfg: DictConfig, saved: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` naming the first key where ``cfg`` differs from a checkpoint's config."""
+    now, then = _flat(OmegaConf.to_container(cfg, resolve=True)), _flat(saved)
+    for key in sorted(set(now) | set(then)):
+        if not key.startswith(RESUMABLE_CHANGES) and now.get(key) != then.get(key):
+            raise ConfigError(key, f"is {now.get(key)!r} but the run being resumed used {then.get(key)!r}")
 
 
 def data_settings(cfg: DictConfig) -> DataSettings:

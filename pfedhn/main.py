@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from pfedhn import config
 from pfedhn.client_app import make_client_app
 from pfedhn.dataset import load_federated
-from pfedhn.errors import PFedHNError
+from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
+from pfedhn.checkpoint import Checkpoint
+from pfedhn.errors import ConfigError, PFedHNError
 from pfedhn.methods import build_strategy
 from pfedhn.results import RunHistory
 from pfedhn.server_app import make_server_app
@@ -29,10 +31,22 @@ from pfedhn.simulation import simulate
 log = logging.getLogger("pfedhn")
 
 
+def load_checkpoint(run_dir: Path) -> Checkpoint:
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise ConfigError("resume", f"no {CHECKPOINT_FILE} in {run_dir}; resume takes a run directory")
+    return Checkpoint.load(path)
+
+
 def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
     """Run the experiment of a composed config; return its history (also in ``results.json``)."""
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
     config.validate(cfg)
+    checkpoint = None
+    if cfg.resume is not None:
+        output_dir = Path(to_absolute_path(cfg.resume))
+        checkpoint = load_checkpoint(output_dir)
+        config.check_resumable(cfg, checkpoint.config)
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)
     torch.set_num_threads(cfg.simulation.server_threads)
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
@@ -56,7 +70,12 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
         history=history,
         results_path=results_path,
         progress=cfg.progress,
+        checkpoint_path=output_dir / CHECKPOINT_FILE,
+        checkpoint_every=cfg.checkpoint_every,
     )
+    if checkpoint is not None:
+        strategy.resume_from(checkpoint)
+        log.info("resuming %s after round %d", output_dir, checkpoint.round)
     log.info("%r", strategy)
     simulate(
         server_app=make_server_app(cfg, strategy),

@@ -85,6 +85,24 @@ class RunHistory:
             "history": [asdict(e) for e in self.evaluations],
         }
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the history (JSON-serializable)."""
+        return {
+            "evaluations": [asdict(e) for e in self.evaluations],
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "wall_time_s": time.time() - self.started,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Inverse of ``state``; wall time keeps counting from the saved value."""
+        self.evaluations = [
+            Evaluation(e["round"], SplitMetrics(**e["val"]), SplitMetrics(**e["test"])) for e in state["evaluations"]
+        ]
+        self.bytes_sent = state["bytes_sent"]
+        self.bytes_received = state["bytes_received"]
+        self.started = time.time() - state["wall_time_s"]
+
     def write(self, path: Path, finished: bool = False) -> None:
         """Write ``results.json`` atomically (a reader never sees half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)

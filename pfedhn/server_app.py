@@ -16,10 +16,10 @@ from pfedhn.strategy import PersonalizedStrategy
 
 
 def make_server_app(cfg: DictConfig, strategy: PersonalizedStrategy) -> PollingServerApp:
-    """A ServerApp running ``strategy`` for ``cfg.num_rounds`` rounds (see ``pfedhn.simulation``)."""
+    """A ServerApp running ``strategy``'s remaining rounds (see ``pfedhn.simulation``)."""
 
     def server_fn(context: Context) -> ServerAppComponents:
-        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=cfg.num_rounds))
+        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=strategy.remaining_rounds))
 
     return PollingServerApp(server_fn=server_fn, pull_interval=cfg.simulation.poll_interval)
 

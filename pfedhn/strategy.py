@@ -15,6 +15,7 @@ from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from logging import INFO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.common import (
@@ -22,6 +23,7 @@ from flwr.common import (
     EvaluateRes,
     FitIns,
     FitRes,
+    GetParametersIns,
     GetPropertiesIns,
     NDArrays,
     Parameters,
@@ -35,10 +37,12 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 from tqdm import tqdm
 
+from pfedhn.checkpoint import Checkpoint
 from pfedhn.results import Evaluation, RunHistory, SplitMetrics
 
 PARTITION_ID = "partition_id"
 SERVER_ROUND = "server_round"
+RESTORE_ARRAYS = "restore_arrays"  # how many trailing arrays of an instruction are the client's own saved state
 
 
 class ClientFailure(RuntimeError):
@@ -76,6 +80,13 @@ class PersonalizedStrategy(Strategy):
         If set, ``history`` is written there after every evaluation.
     progress : bool (default: True)
         Show a tqdm bar over rounds with the latest validation accuracy.
+    checkpoint_path : Path | None (default: None)
+        Where ``checkpoint.Checkpoint`` files go; None: no checkpoints.
+    checkpoint_every : int (default: 0)
+        Checkpoint after every this many rounds (and after the last); 0: only after the last.
+    client_state : bool (default: False)
+        Clients keep state of their own (pFedHN-PC heads); checkpoints collect it
+        from them (``get_parameters``) and a resumed run hands it back.
     """
 
     def __init__(
@@ -89,6 +100,9 @@ class PersonalizedStrategy(Strategy):
         history: RunHistory | None = None,
         results_path: Path | None = None,
         progress: bool = True,
+        checkpoint_path: Path | None = None,
+        checkpoint_every: int = 0,
+        client_state: bool = False,
     ) -> None:
         super().__init__()
         self.num_clients = num_clients
@@ -97,8 +111,14 @@ class PersonalizedStrategy(Strategy):
         self.eval_every = eval_every
         self.history = history if history is not None else RunHistory(config={})
         self.results_path = results_path
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
+        self.client_state = client_state
+        self.start_round = 0  # rounds done before this process, when resumed
         self._sampler = np.random.default_rng([seed, 1])
         self._proxies: dict[int, ClientProxy] = {}
+        self._restore: dict[int, NDArrays] = {}
+        self._progress = progress
         self._bar = tqdm(total=num_rounds, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
 
     def __repr__(self) -> str:
@@ -117,6 +137,64 @@ class PersonalizedStrategy(Strategy):
     def apply_updates(self, server_round: int, updates: dict[int, NDArrays]) -> dict[str, Scalar]:
         """Fold this round's client results (partition id → returned arrays) into the server."""
 
+    @abstractmethod
+    def server_state(self) -> dict[str, Any]:
+        """Everything the method holds on the server, as tensors and plain values."""
+
+    @abstractmethod
+    def load_server_state(self, state: dict[str, Any]) -> None:
+        """Inverse of ``server_state``."""
+
+    # ------------------------------------------------------------- checkpointing
+
+    @property
+    def remaining_rounds(self) -> int:
+        """Rounds left for Flower to run in this process."""
+        return self.num_rounds - self.start_round
+
+    def checkpoint(self, done_round: int) -> Checkpoint:
+        """The run's state after ``done_round`` rounds (asks clients for theirs if they keep any)."""
+        return Checkpoint(
+            round=done_round,
+            server=self.server_state(),
+            sampler=self._sampler.bit_generator.state,
+            history=self.history.state(),
+            clients=self._collect_client_states() if self.client_state else {},
+            config=self.history.config,
+        )
+
+    def resume_from(self, checkpoint: Checkpoint) -> None:
+        """Continue after ``checkpoint.round``: Flower's round r becomes round ``checkpoint.round + r``."""
+        if checkpoint.round >= self.num_rounds:
+            raise ValueError(f"the checkpoint is at round {checkpoint.round}; num_rounds={self.num_rounds} leaves nothing to run")
+        self.start_round = checkpoint.round
+        self.load_server_state(checkpoint.server)
+        self._sampler.bit_generator.state = checkpoint.sampler
+        self.history.load_state(checkpoint.history)
+        self._restore = dict(checkpoint.clients)
+        self._bar.close()
+        self._bar = tqdm(total=self.num_rounds, initial=self.start_round, desc="rounds", unit="round",
+                         disable=not self._progress, dynamic_ncols=True)
+
+    def _maybe_checkpoint(self, done_round: int) -> None:
+        if self.checkpoint_path is None or done_round <= self.start_round:
+            return
+        periodic = self.checkpoint_every > 0 and done_round % self.checkpoint_every == 0
+        if periodic or done_round == self.num_rounds:
+            self.checkpoint(done_round).save(self.checkpoint_path)
+
+    def _collect_client_states(self) -> dict[int, NDArrays]:
+        """Every client's own state: still pending from a resume, or asked with ``get_parameters``."""
+        pending = dict(self._restore)
+
+        def ask(client: int) -> NDArrays:
+            ins = GetParametersIns(config={PARTITION_ID: client})
+            return parameters_to_ndarrays(self._proxies[client].get_parameters(ins, timeout=None, group_id=0).parameters)
+
+        asked = [c for c in range(self.num_clients) if c not in pending]
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            return {**pending, **dict(zip(asked, pool.map(ask, asked)))}
+
     # --------------------------------------------------------------- Strategy API
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
@@ -127,12 +205,11 @@ class PersonalizedStrategy(Strategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Sample ``clients_per_round`` partitions and send each its own model."""
+        server_round += self.start_round
         proxies = self._proxies_by_partition(client_manager)
+        self._maybe_checkpoint(server_round - 1)
         chosen = sorted(int(c) for c in self._sampler.choice(self.num_clients, self.clients_per_round, replace=False))
-        return [
-            (proxies[c], FitIns(self._send(c), {PARTITION_ID: c, SERVER_ROUND: server_round}))
-            for c in chosen
-        ]
+        return [(proxies[c], FitIns(*self._instruction(c, server_round))) for c in chosen]
 
     def aggregate_fit(
         self,
@@ -141,6 +218,7 @@ class PersonalizedStrategy(Strategy):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Hand every client's returned arrays to ``apply_updates``; stop on any failure."""
+        server_round += self.start_round
         _raise_on_failures("fit", server_round, failures)
         updates = {}
         for proxy, res in results:
@@ -158,13 +236,11 @@ class PersonalizedStrategy(Strategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """On evaluation rounds, every client gets its own model."""
+        server_round += self.start_round
         if not is_eval_round(server_round, self.eval_every, self.num_rounds):
             return []
         proxies = self._proxies_by_partition(client_manager)
-        return [
-            (proxies[c], EvaluateIns(self._send(c), {PARTITION_ID: c, SERVER_ROUND: server_round}))
-            for c in range(self.num_clients)
-        ]
+        return [(proxies[c], EvaluateIns(*self._instruction(c, server_round))) for c in range(self.num_clients)]
 
     def aggregate_evaluate(
         self,
@@ -173,6 +249,7 @@ class PersonalizedStrategy(Strategy):
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
         """Pool correct / count over all clients (the paper's accuracy) and record it."""
+        server_round += self.start_round
         _raise_on_failures("evaluate", server_round, failures)
         by_client = {self._check_sender(proxy, res.metrics): res.metrics for proxy, res in results}
         ordered = [by_client[c] for c in sorted(by_client)]
@@ -190,6 +267,8 @@ class PersonalizedStrategy(Strategy):
         best = self.history.best
         self._bar.set_postfix(val=f"{splits['val'].accuracy:.4f}", best_test=f"{best.test.accuracy:.4f}")
         log(INFO, "round %s: val %.4f test %.4f", server_round, splits["val"].accuracy, splits["test"].accuracy)
+        if server_round == self.num_rounds:
+            self._maybe_checkpoint(server_round)
         return splits["test"].loss, {"val_accuracy": splits["val"].accuracy, "test_accuracy": splits["test"].accuracy}
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
@@ -198,10 +277,12 @@ class PersonalizedStrategy(Strategy):
 
     # ------------------------------------------------------------------- internals
 
-    def _send(self, client: int) -> Parameters:
-        parameters = ndarrays_to_parameters(self.client_parameters(client))
+    def _instruction(self, client: int, server_round: int) -> tuple[Parameters, dict[str, Scalar]]:
+        """The client's model, followed by its saved state on the first contact after a resume."""
+        restore = self._restore.pop(client, [])
+        parameters = ndarrays_to_parameters(self.client_parameters(client) + list(restore))
         self.history.bytes_sent += _num_bytes(parameters)
-        return parameters
+        return parameters, {PARTITION_ID: client, SERVER_ROUND: server_round, RESTORE_ARRAYS: len(restore)}
 
     def _proxies_by_partition(self, client_manager: ClientManager) -> dict[int, ClientProxy]:
         """Partition id → proxy, asked once of every client (see the module docstring)."""

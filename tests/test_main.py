@@ -84,3 +84,11 @@ def test_unknown_dataset_group_lists_the_choices(data_root: Path, tmp_path: Path
     done = run_main(["dataset=svhn"], tmp_path)
     assert done.returncode != 0
     assert "Could not find 'dataset/svhn'" in done.stderr and "cifar10" in done.stderr
+
+
+def test_resume_refuses_a_different_experiment(data_root: Path, tmp_path: Path) -> None:
+    first = run_main(tiny_overrides(data_root) + ["num_rounds=2", "eval_every=1"], tmp_path / "a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    done = run_main(tiny_overrides(data_root) + ["num_rounds=4", "client.lr=0.1", f"resume={tmp_path / 'a'}"], tmp_path / "b")
+    assert done.returncode == 2
+    assert "config error: client.lr: is 0.1 but the run being resumed used 0.005" in done.stdout + done.stderr

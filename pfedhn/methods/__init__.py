@@ -31,7 +31,13 @@ def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
     optimizer = make_hypernetwork_optimizer(
         hypernetwork, server.lr, server.embed_lr, server.momentum, server.weight_decay
     )
-    return PFedHN(hypernetwork=hypernetwork, optimizer=optimizer, grad_clip=server.grad_clip, **base)
+    return PFedHN(
+        hypernetwork=hypernetwork,
+        optimizer=optimizer,
+        grad_clip=server.grad_clip,
+        client_state=cfg.method.personal_head,
+        **base,
+    )
 
 
 METHODS: dict[str, Callable[..., PersonalizedStrategy]] = {

@@ -67,3 +67,11 @@ class PFedHN(PersonalizedStrategy):
         }
         norm = step_hypernetwork(self.hypernetwork, self.optimizer, deltas, self.grad_clip)
         return {"hypernetwork_grad_norm": norm}
+
+    def server_state(self) -> dict[str, Any]:
+        """Hypernetwork (embeddings included) and optimizer state."""
+        return {"hypernetwork": self.hypernetwork.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_server_state(self, state: dict[str, Any]) -> None:
+        self.hypernetwork.load_state_dict(state["hypernetwork"])
+        self.optimizer.load_state_dict(state["optimizer"])
