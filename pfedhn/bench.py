@@ -107,7 +107,7 @@ def reference_fit(cfg: DictConfig, loader: DataLoader, model: TargetCNN, sent: l
 
 def loop_rounds(cfg: DictConfig, rounds: int, reference: bool) -> tuple[list[float], list[float]]:
     """Per-round wall times and local-training times of (a) or, with ``reference``, (c)."""
-    strategy = build_strategy(cfg, num_clients=cfg.num_clients, num_rounds=rounds, progress=False)
+    strategy = build_strategy(cfg, progress=False)
     clients = [PersonalizedClient(c, cfg, RecordDict()) for c in range(cfg.num_clients)]
     fit: Callable[[int, int, list[np.ndarray]], list[np.ndarray]]
     if reference:

@@ -38,6 +38,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "checkpoint_every": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer (0: only after the last round)"),
     "resume": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
+    "novel.clients": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
+    "novel.rounds": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "dataset.num_classes": (_positive_int, "a positive integer"),
     "dataset.in_channels": (_positive_int, "a positive integer"),
     "dataset.image_size": (lambda v: _positive_int(v) and v >= 16, "an integer >= 16"),
@@ -88,6 +90,14 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(key, f"must be {expected}, got {value!r}")
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
+    if cfg.novel.clients:
+        if not cfg.clients_per_round <= cfg.novel.clients <= cfg.num_clients - cfg.clients_per_round:
+            raise ConfigError(
+                "novel.clients",
+                f"{cfg.novel.clients} leaves fewer than clients_per_round={cfg.clients_per_round} clients in a group",
+            )
+        if cfg.novel.rounds < 1:
+            raise ConfigError("novel.rounds", "must be at least 1 when novel.clients > 0")
     if not 0 < cfg.dataset.prob_low <= cfg.dataset.prob_high:
         raise ConfigError("dataset.prob_low", "need 0 < dataset.prob_low <= dataset.prob_high")
     for key in ("dataset.mean", "dataset.std"):

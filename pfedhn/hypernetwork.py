@@ -56,9 +56,12 @@ class HyperNetwork(nn.Module):
 
 
 def hypernetwork_gradients(
-    hypernetwork: nn.Module, client: int, delta: Mapping[str, torch.Tensor]
+    hypernetwork: nn.Module,
+    client: int,
+    delta: Mapping[str, torch.Tensor],
+    params: list[nn.Parameter] | None = None,
 ) -> list[torch.Tensor]:
-    """Gradients of ½‖h(v_client; φ) − (h(v_client; φ) + delta)‖² w.r.t. every parameter.
+    """Gradients of ½‖h(v_client; φ) − (h(v_client; φ) + delta)‖² w.r.t. ``params`` (default: all).
 
     ``delta`` is θ_trained − θ̃ as the client returns it. The vector–Jacobian
     product ``(∂θ̃/∂φ)ᵀ (θ̃ − θ_trained)`` is the official code's update: a
@@ -69,7 +72,7 @@ def hypernetwork_gradients(
         return list(
             torch.autograd.grad(
                 list(generated.values()),
-                list(hypernetwork.parameters()),
+                list(hypernetwork.parameters()) if params is None else params,
                 grad_outputs=[-delta[name] for name in generated],
             )
         )
@@ -81,16 +84,17 @@ def step_hypernetwork(
     deltas: Mapping[int, Mapping[str, torch.Tensor]],
     grad_clip: float,
 ) -> float:
-    """One optimizer step from the deltas of this round's clients (client → delta).
+    """One step of ``optimizer`` from the deltas of this round's clients (client → delta).
 
-    Gradients are averaged over clients, clipped to norm ``grad_clip``, and
-    applied. Returns the gradient norm before clipping.
+    Only the parameters ``optimizer`` holds get gradients (the embeddings alone
+    for novel clients). Gradients are averaged over clients, clipped to norm
+    ``grad_clip``, and applied. Returns the gradient norm before clipping.
     """
     optimizer.zero_grad(set_to_none=True)
-    params = list(hypernetwork.parameters())
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     total: list[torch.Tensor] = []
     for client, delta in deltas.items():
-        grads = hypernetwork_gradients(hypernetwork, client, delta)
+        grads = hypernetwork_gradients(hypernetwork, client, delta, params)
         total = grads if not total else [acc.add_(grad) for acc, grad in zip(total, grads)]
     for param, grad in zip(params, total):
         param.grad = grad.div_(len(deltas))

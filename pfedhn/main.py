@@ -62,11 +62,6 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
     results_path = output_dir / "results.json"
     strategy = build_strategy(
         cfg,
-        num_clients=cfg.num_clients,
-        num_rounds=cfg.num_rounds,
-        clients_per_round=cfg.clients_per_round,
-        eval_every=cfg.eval_every,
-        seed=cfg.seed,
         history=history,
         results_path=results_path,
         progress=cfg.progress,
@@ -86,7 +81,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
             "init_args": {"logging_level": cfg.simulation.flower_log_level, "log_to_driver": True},
         },
     )
-    if not history.evaluations or history.evaluations[-1].round != cfg.num_rounds:
+    if not history.evaluations or history.evaluations[-1].round != strategy.num_rounds:
         raise RuntimeError("the simulation ended before its last round; see the log above")
     history.write(results_path, finished=True)
     result = history.to_dict(finished=True)

@@ -18,11 +18,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SplitMetrics:
-    """Pooled loss/accuracy of one split over all clients, plus per-client accuracy."""
+    """Pooled loss/accuracy of one split over all clients, plus per-client accuracy and size."""
 
     loss: float
     accuracy: float
     client_accuracy: list[float]
+    client_count: list[int]
 
     @classmethod
     def pool(cls, loss_sums: list[float], correct: list[int], counts: list[int]) -> SplitMetrics:
@@ -32,11 +33,43 @@ class SplitMetrics:
             loss=sum(loss_sums) / total,
             accuracy=sum(correct) / total,
             client_accuracy=[c / n for c, n in zip(correct, counts)],
+            client_count=list(counts),
         )
+
+    def pooled_accuracy(self, clients: list[int]) -> float:
+        """Σ correct / Σ count over ``clients`` only."""
+        correct = sum(round(self.client_accuracy[c] * self.client_count[c]) for c in clients)
+        return correct / sum(self.client_count[c] for c in clients)
 
     def summary(self) -> dict[str, float]:
         acc = np.asarray(self.client_accuracy)
         return {"min": float(acc.min()), "max": float(acc.max()), "std": float(acc.std())}
+
+
+@dataclass(frozen=True)
+class ClientGroup:
+    """Clients reported on their own, over the evaluations of rounds ``first``..``last``."""
+
+    clients: list[int]
+    first: int
+    last: int
+
+    def report(self, evaluations: list[Evaluation]) -> dict[str, Any]:
+        """The paper's rule within the group and its rounds: test accuracy at its best
+        validation accuracy; ``history`` has the group's pooled accuracy at every evaluation."""
+        inside = [e for e in evaluations if self.first <= e.round <= self.last]
+        report: dict[str, Any] = {"clients": self.clients, "rounds": [self.first, self.last]}
+        if inside:
+            best = max(inside, key=lambda e: (e.val.pooled_accuracy(self.clients), -e.round))
+            report |= {
+                "best_val_round": best.round,
+                "test_accuracy": best.test.pooled_accuracy(self.clients),
+                "history": [
+                    {"round": e.round, "val": e.val.pooled_accuracy(self.clients), "test": e.test.pooled_accuracy(self.clients)}
+                    for e in evaluations
+                ],
+            }
+        return report
 
 
 @dataclass(frozen=True)
@@ -58,6 +91,7 @@ class RunHistory:
     bytes_received: int = 0
     started: float = field(default_factory=time.time)
     round_end_times: list[float] = field(default_factory=list)  # perf_counter() after each round's update
+    groups: dict[str, ClientGroup] = field(default_factory=dict)  # reported apart (novel-client runs)
 
     def add(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)
@@ -82,6 +116,7 @@ class RunHistory:
             "wall_time_s": time.time() - self.started,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            "groups": {name: group.report(self.evaluations) for name, group in self.groups.items()},
             "history": [asdict(e) for e in self.evaluations],
         }
 

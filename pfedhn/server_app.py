@@ -30,16 +30,11 @@ def _deployment_server_fn(context: Context) -> ServerAppComponents:
     history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True))
     strategy = build_strategy(
         cfg,
-        num_clients=cfg.num_clients,
-        num_rounds=cfg.num_rounds,
-        clients_per_round=cfg.clients_per_round,
-        eval_every=cfg.eval_every,
-        seed=cfg.seed,
         history=history,
         results_path=Path("outputs") / "flwr" / f"run-{context.run_id}" / "results.json",
         progress=False,
     )
-    return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=cfg.num_rounds))
+    return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=strategy.remaining_rounds))
 
 
 app = ServerApp(server_fn=_deployment_server_fn)

@@ -38,7 +38,7 @@ from flwr.server.strategy import Strategy
 from tqdm import tqdm
 
 from pfedhn.checkpoint import Checkpoint
-from pfedhn.results import Evaluation, RunHistory, SplitMetrics
+from pfedhn.results import ClientGroup, Evaluation, RunHistory, SplitMetrics
 
 PARTITION_ID = "partition_id"
 SERVER_ROUND = "server_round"
@@ -87,6 +87,12 @@ class PersonalizedStrategy(Strategy):
     client_state : bool (default: False)
         Clients keep state of their own (pFedHN-PC heads); checkpoints collect it
         from them (``get_parameters``) and a resumed run hands it back.
+    novel_clients : int (default: 0)
+        Generalization to novel clients (paper Sec. 5.3): the last ``novel_clients``
+        partitions take no part in rounds 1..``num_rounds - novel_rounds``; in the
+        last ``novel_rounds`` rounds only they are sampled (the method then learns
+        only their embeddings). Both groups are reported apart in ``history``.
+    novel_rounds : int (default: 0)
     """
 
     def __init__(
@@ -103,6 +109,8 @@ class PersonalizedStrategy(Strategy):
         checkpoint_path: Path | None = None,
         checkpoint_every: int = 0,
         client_state: bool = False,
+        novel_clients: int = 0,
+        novel_rounds: int = 0,
     ) -> None:
         super().__init__()
         self.num_clients = num_clients
@@ -115,6 +123,14 @@ class PersonalizedStrategy(Strategy):
         self.checkpoint_every = checkpoint_every
         self.client_state = client_state
         self.start_round = 0  # rounds done before this process, when resumed
+        self.novel_from = num_rounds - novel_rounds + 1 if novel_clients else num_rounds + 1
+        self.seen = list(range(num_clients - novel_clients))
+        self.novel = list(range(num_clients - novel_clients, num_clients))
+        if novel_clients:
+            self.history.groups = {
+                "seen": ClientGroup(self.seen, 1, self.novel_from - 1),
+                "novel": ClientGroup(self.novel, self.novel_from, num_rounds),
+            }
         self._sampler = np.random.default_rng([seed, 1])
         self._proxies: dict[int, ClientProxy] = {}
         self._restore: dict[int, NDArrays] = {}
@@ -146,6 +162,10 @@ class PersonalizedStrategy(Strategy):
         """Inverse of ``server_state``."""
 
     # ------------------------------------------------------------- checkpointing
+
+    def is_novel_round(self, server_round: int) -> bool:
+        """In the novel-client phase only novel clients train (see ``novel_clients``)."""
+        return server_round >= self.novel_from
 
     @property
     def remaining_rounds(self) -> int:
@@ -208,7 +228,8 @@ class PersonalizedStrategy(Strategy):
         server_round += self.start_round
         proxies = self._proxies_by_partition(client_manager)
         self._maybe_checkpoint(server_round - 1)
-        chosen = sorted(int(c) for c in self._sampler.choice(self.num_clients, self.clients_per_round, replace=False))
+        pool = self.novel if self.is_novel_round(server_round) else self.seen
+        chosen = sorted(int(c) for c in self._sampler.choice(pool, self.clients_per_round, replace=False))
         return [(proxies[c], FitIns(*self._instruction(c, server_round))) for c in chosen]
 
     def aggregate_fit(

@@ -77,6 +77,42 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def novel_table(runs: list[Run]) -> str:
+    """Seen vs novel clients' test accuracy (each at its group's best validation)."""
+    lines = [
+        "| method | dataset, clients (novel) | rounds (+ novel rounds) | seen clients | novel clients | gap |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        cfg, groups = run.result["config"], run.result["groups"]
+        seen, novel = 100 * groups["seen"]["test_accuracy"], 100 * groups["novel"]["test_accuracy"]
+        lines.append(
+            f"| {METHOD_LABELS.get(run.method, run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+            f"{run.clients} ({cfg['novel']['clients']}) | {cfg['num_rounds']} (+ {cfg['novel']['rounds']}) | "
+            f"{seen:.2f} | {novel:.2f} | {seen - novel:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_novel(run: Run, static: Path) -> Path:
+    """Pooled test accuracy of the seen and the novel clients vs round."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name in ("seen", "novel"):
+        group = run.result["groups"][name]
+        rounds = [e["round"] for e in group["history"]]
+        ax.plot(rounds, [100 * e["test"] for e in group["history"]], label=f"{name} clients ({len(group['clients'])})")
+    ax.axvline(run.result["groups"]["novel"]["rounds"][0] - 0.5, color="grey", linestyle=":", label="hypernetwork frozen")
+    title = f"{DATASET_LABELS.get(run.dataset, run.dataset)}, {run.clients} clients"
+    ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=f"{title}: novel vs seen clients")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    path = static / f"novel_{run.method}_{run.dataset}_{run.clients}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, color: str) -> None:
     rounds = min((np.array([e["round"] for e in r.result["history"]]) for r in runs), key=len)
     values = np.array([[e[split]["accuracy"] for e in r.result["history"][: len(rounds)]] for r in runs]) * 100
@@ -134,10 +170,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--table", type=Path, default=Path("results/table.md"))
     parser.add_argument("--static", type=Path, default=Path("_static"))
     args = parser.parse_args(argv)
-    runs = find_runs(args.dirs)
-    if not runs:
+    found = find_runs(args.dirs)
+    if not found:
         parser.error(f"no results.json under {', '.join(map(str, args.dirs))}")
-    text = table(runs)
+    runs = [r for r in found if not r.result.get("groups")]
+    novel = [r for r in found if r.result.get("groups")]
+    text = table(runs) if runs else ""
+    if novel:
+        text += "\n\n" if text else ""
+        text += "Novel clients (paper Sec. 5.3): test accuracy (%) of each group at its best validation.\n\n"
+        text += novel_table(novel)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(
         "Test accuracy (%) at the best-validation round, mean ± std over seeds "
@@ -150,6 +192,8 @@ def main(argv: list[str] | None = None) -> str:
     for (dataset, clients), by_method in sorted(grouped.items()):
         for path in plot_cell(dataset, clients, by_method, args.static):
             print(f"wrote {path}")
+    for run in novel:
+        print(f"wrote {plot_novel(run, args.static)}")
     print(text)
     return text
 

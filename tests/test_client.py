@@ -16,7 +16,7 @@ from tests.conftest import tiny_overrides
 
 def setup(data_root: Path, *extra: str):
     cfg = compose(tiny_overrides(data_root) + list(extra))
-    strategy = build_strategy(cfg, num_clients=cfg.num_clients, num_rounds=5, progress=False)
+    strategy = build_strategy(cfg, progress=False)
     return cfg, strategy
 
 

@@ -92,3 +92,16 @@ def test_resume_refuses_a_different_experiment(data_root: Path, tmp_path: Path) 
     done = run_main(tiny_overrides(data_root) + ["num_rounds=4", "client.lr=0.1", f"resume={tmp_path / 'a'}"], tmp_path / "b")
     assert done.returncode == 2
     assert "config error: client.lr: is 0.1 but the run being resumed used 0.005" in done.stdout + done.stderr
+
+
+def test_novel_clients_are_reported_apart(data_root: Path, tmp_path: Path) -> None:
+    args = tiny_overrides(data_root) + ["num_rounds=3", "novel.clients=1", "novel.rounds=2", "eval_every=2"]
+    done = run_main(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [e["round"] for e in results["history"]] == [1, 3, 5]
+    seen, novel = results["groups"]["seen"], results["groups"]["novel"]
+    assert seen["clients"] == [0, 1, 2] and novel["clients"] == [3]
+    assert seen["rounds"] == [1, 3] and novel["rounds"] == [4, 5]
+    assert novel["best_val_round"] == 5 and 0 <= novel["test_accuracy"] <= 1
+    assert seen["best_val_round"] in (1, 3)

@@ -41,10 +41,8 @@ class PartitionProxy(ClientProxy):
 
 
 def setup(data_root: Path, clients_per_round: int = 2):
-    cfg = compose(tiny_overrides(data_root, num_clients=6))
-    strategy = build_strategy(
-        cfg, num_clients=6, num_rounds=10, clients_per_round=clients_per_round, eval_every=3, progress=False
-    )
+    cfg = compose(tiny_overrides(data_root, num_clients=6) + ["num_rounds=10", f"clients_per_round={clients_per_round}", "eval_every=3"])
+    strategy = build_strategy(cfg, progress=False)
     manager = SimpleClientManager()
     rng = np.random.default_rng(1)
     # random node ids, registered in an order unrelated to the partitions
@@ -98,3 +96,26 @@ def test_aggregate_fit_steps_the_hypernetwork(data_root: Path) -> None:
 
 def test_eval_schedule_is_the_official_one() -> None:
     assert [r for r in range(1, 101) if is_eval_round(r, 30, 100)] == [1, 31, 61, 91, 100]
+
+
+def test_novel_clients_sit_out_training_then_only_their_embeddings_learn(data_root: Path) -> None:
+    cfg = compose(tiny_overrides(data_root, num_clients=6) + ["num_rounds=4", "novel.clients=2", "novel.rounds=3"])
+    strategy = build_strategy(cfg, progress=False)
+    manager = SimpleClientManager()
+    for partition in range(6):
+        manager.register(PartitionProxy(100 + partition, partition))
+    assert strategy.num_rounds == 7 and strategy.novel == [4, 5]
+    for server_round in range(1, 8):
+        (proxy, ins), = strategy.configure_fit(server_round, None, manager)
+        assert (proxy.partition_id in (4, 5)) == (server_round >= 5)
+        body = [p.detach().clone() for p in strategy.hypernetwork.mlp.parameters()]
+        table = strategy.hypernetwork.embeddings.weight.detach().clone()
+        delta = [0.01 * np.ones_like(a) for a in parameters_to_ndarrays(ins.parameters)]
+        res = FitRes(status=OK, parameters=ndarrays_to_parameters(delta), num_examples=1, metrics={"partition_id": proxy.partition_id})
+        strategy.aggregate_fit(server_round, [(proxy, res)], [])
+        mlp_moved = any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.mlp.parameters(), body))
+        rows_moved = ((strategy.hypernetwork.embeddings.weight.detach() - table).abs().sum(1) > 0).nonzero().flatten().tolist()
+        if server_round >= 5:  # frozen hypernetwork; novel rows only
+            assert not mlp_moved and set(rows_moved) <= {4, 5} and proxy.partition_id in rows_moved
+        else:
+            assert mlp_moved

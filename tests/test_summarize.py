@@ -37,3 +37,21 @@ def test_table_pools_seeds_and_states_scale(tmp_path: Path) -> None:
     assert "| pFedHN-PC | 85.00 (31 of 5000 rounds, unfinished, 1 seed) |" in text
     assert (tmp_path / "table.md").read_text().endswith(text + "\n")
     assert {p.name for p in (tmp_path / "static").iterdir()} == {"curve_cifar10_2.png", "clients_cifar10_2.png"}
+
+
+def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
+    history = [{"round": r, "val": 0.5, "test": 0.5} for r in (1, 4, 6)]
+    result = {
+        "config": {"method": {"name": "pfedhn"}, "dataset": {"name": "mnist"}, "num_clients": 5, "seed": 0,
+                   "num_rounds": 4, "novel": {"clients": 1, "rounds": 2}},
+        "history": [],
+        "groups": {
+            "seen": {"clients": [0, 1, 2, 3], "rounds": [1, 4], "test_accuracy": 0.9, "history": history},
+            "novel": {"clients": [4], "rounds": [5, 6], "test_accuracy": 0.8, "history": history},
+        },
+    }
+    (tmp_path / "runs" / "n").mkdir(parents=True)
+    (tmp_path / "runs" / "n" / "results.json").write_text(json.dumps(result))
+    text = main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
+    assert "| pFedHN | MNIST, 5 (1) | 4 (+ 2) | 90.00 | 80.00 | 10.00 |" in text
+    assert (tmp_path / "s" / "novel_pfedhn_mnist_5.png").is_file()

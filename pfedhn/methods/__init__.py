@@ -31,10 +31,19 @@ def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
     optimizer = make_hypernetwork_optimizer(
         hypernetwork, server.lr, server.embed_lr, server.momentum, server.weight_decay
     )
+    novel_optimizer = None
+    if cfg.novel.clients:
+        # no weight decay: only the novel clients' rows get gradients, so only they move
+        novel_optimizer = torch.optim.SGD(
+            hypernetwork.embeddings.parameters(),
+            lr=server.lr if server.embed_lr is None else server.embed_lr,
+            momentum=server.momentum,
+        )
     return PFedHN(
         hypernetwork=hypernetwork,
         optimizer=optimizer,
         grad_clip=server.grad_clip,
+        novel_optimizer=novel_optimizer,
         client_state=cfg.method.personal_head,
         **base,
     )
@@ -45,7 +54,22 @@ METHODS: dict[str, Callable[..., PersonalizedStrategy]] = {
 }
 
 
-def build_strategy(cfg: DictConfig, **base: Any) -> PersonalizedStrategy:
-    """The strategy named by ``method.strategy``, seeded by ``seed``."""
+def build_strategy(cfg: DictConfig, **run: Any) -> PersonalizedStrategy:
+    """The strategy named by ``method.strategy`` for the experiment ``cfg``, seeded by ``seed``.
+
+    ``run`` holds the run's own ``PersonalizedStrategy`` arguments (history,
+    results_path, progress, checkpoint_path, checkpoint_every). Flower runs
+    ``num_rounds + novel.rounds`` rounds.
+    """
     torch.manual_seed(cfg.seed)
-    return METHODS[cfg.method.strategy](cfg, **base)
+    return METHODS[cfg.method.strategy](
+        cfg,
+        num_clients=cfg.num_clients,
+        num_rounds=cfg.num_rounds + cfg.novel.rounds,
+        clients_per_round=cfg.clients_per_round,
+        eval_every=cfg.eval_every,
+        seed=cfg.seed,
+        novel_clients=cfg.novel.clients,
+        novel_rounds=cfg.novel.rounds,
+        **run,
+    )

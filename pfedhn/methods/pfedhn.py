@@ -31,6 +31,8 @@ class PFedHN(PersonalizedStrategy):
         Steps ``hypernetwork``'s parameters (the paper: SGD with momentum).
     grad_clip : float (default: 50.0)
         Max norm of the hypernetwork gradient.
+    novel_optimizer : torch.optim.Optimizer | None (default: None)
+        Steps the embeddings alone in the novel-client rounds (hypernetwork frozen).
     **kwargs
         ``PersonalizedStrategy`` arguments (num_clients, num_rounds, ...).
     """
@@ -41,11 +43,13 @@ class PFedHN(PersonalizedStrategy):
         hypernetwork: HyperNetwork,
         optimizer: torch.optim.Optimizer,
         grad_clip: float = 50.0,
+        novel_optimizer: torch.optim.Optimizer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.hypernetwork = hypernetwork
         self.optimizer = optimizer
+        self.novel_optimizer = novel_optimizer
         self.grad_clip = grad_clip
 
     def __repr__(self) -> str:
@@ -65,13 +69,21 @@ class PFedHN(PersonalizedStrategy):
             client: {name: torch.from_numpy(array) for name, array in zip(names, arrays, strict=True)}
             for client, arrays in updates.items()
         }
-        norm = step_hypernetwork(self.hypernetwork, self.optimizer, deltas, self.grad_clip)
+        optimizer = self.novel_optimizer if self.is_novel_round(server_round) else self.optimizer
+        if optimizer is None:
+            raise ValueError("novel-client rounds need a novel_optimizer")
+        norm = step_hypernetwork(self.hypernetwork, optimizer, deltas, self.grad_clip)
         return {"hypernetwork_grad_norm": norm}
 
     def server_state(self) -> dict[str, Any]:
         """Hypernetwork (embeddings included) and optimizer state."""
-        return {"hypernetwork": self.hypernetwork.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"hypernetwork": self.hypernetwork.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.novel_optimizer is not None:
+            state["novel_optimizer"] = self.novel_optimizer.state_dict()
+        return state
 
     def load_server_state(self, state: dict[str, Any]) -> None:
         self.hypernetwork.load_state_dict(state["hypernetwork"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.novel_optimizer is not None:
+            self.novel_optimizer.load_state_dict(state["novel_optimizer"])
