@@ -5,7 +5,8 @@ Times, in one process run, on the same data and seed, pFedHN rounds done three w
 (a) ``bare``: the package's hypernetwork, client trainer and update code in a
     plain Python loop (no Flower);
 (b) ``flower``: the Flower simulation exactly as ``pfedhn.main`` runs it
-    (evaluation only after the first and last round);
+    (evaluation only after the first and last round); ``flower-stock-poll`` is
+    the same with Flower's stock 0.1 s message polling (``simulation.poll_interval=0.1``);
 (c) ``reference``: (a) with the client loop of the official code, which draws
     every batch with a fresh ``next(iter(DataLoader(...)))`` over a torchvision-style
     dataset that converts each image through PIL, ToTensor and Normalize.
@@ -105,8 +106,8 @@ def reference_fit(cfg: DictConfig, loader: DataLoader, model: TargetCNN, sent: l
     return [(p.detach() - r).numpy() for p, r in zip(model.parameters(), received)]
 
 
-def loop_rounds(cfg: DictConfig, rounds: int, reference: bool) -> tuple[list[float], list[float]]:
-    """Per-round wall times and local-training times of (a) or, with ``reference``, (c)."""
+def loop_rounds(cfg: DictConfig, rounds: int, reference: bool) -> dict[str, list[float]]:
+    """Per-round times of (a) or, with ``reference``, (c): whole round and its three parts."""
     strategy = build_strategy(cfg, progress=False)
     clients = [PersonalizedClient(c, cfg, RecordDict()) for c in range(cfg.num_clients)]
     fit: Callable[[int, int, list[np.ndarray]], list[np.ndarray]]
@@ -116,24 +117,30 @@ def loop_rounds(cfg: DictConfig, rounds: int, reference: bool) -> tuple[list[flo
         data = clients[0].data
         dataset = ReferenceStyleDataset(data.splits["train"].images, data.splits["train"].labels, cfg)
         loaders = [
-            DataLoader(torch.utils.data.Subset(dataset, data.client_indices["train"][c].tolist()), batch_size=cfg.client.batch_size, shuffle=True)
+            DataLoader(
+                torch.utils.data.Subset(dataset, data.client_indices["train"][c].tolist()),
+                batch_size=cfg.client.batch_size,
+                shuffle=True,
+            )
             for c in range(cfg.num_clients)
         ]
         fit = lambda c, r, sent: reference_fit(cfg, loaders[c], model, sent)
     else:
         fit = lambda c, r, sent: clients[c].fit(sent, {"partition_id": c, "server_round": r})[0]
     sampler = np.random.default_rng(cfg.seed)
-    round_times, fit_times = [], []
+    times: dict[str, list[float]] = {"round": [], "generate": [], "fit": [], "update": []}
     for server_round in range(1, rounds + 1):
         client = int(sampler.integers(cfg.num_clients))
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         sent = strategy.client_parameters(client)
-        fit_start = time.perf_counter()
+        t1 = time.perf_counter()
         delta = fit(client, server_round, sent)
-        fit_times.append(time.perf_counter() - fit_start)
+        t2 = time.perf_counter()
         strategy.apply_updates(server_round, {client: delta})
-        round_times.append(time.perf_counter() - start)
-    return round_times, fit_times
+        t3 = time.perf_counter()
+        for key, value in (("round", t3 - t0), ("generate", t1 - t0), ("fit", t2 - t1), ("update", t3 - t2)):
+            times[key].append(value)
+    return times
 
 
 def flower_rounds(cfg: DictConfig, rounds: int) -> list[float]:
@@ -148,25 +155,26 @@ def flower_rounds(cfg: DictConfig, rounds: int) -> list[float]:
     return list(np.diff(ends))
 
 
-def summarize(round_times: list[float], warmup: int, inner_steps: int, fit_times: list[float] | None = None) -> dict[str, float]:
-    kept = round_times[warmup:]
-    round_s = statistics.median(kept)
-    fit_s = statistics.median(fit_times[warmup:]) if fit_times else round_s
+def summarize(times: dict[str, list[float]], warmup: int, inner_steps: int) -> dict[str, float]:
+    """Medians after ``warmup`` rounds. Local steps/s come from the local-training time
+    where it is known (loops), else from the whole round (Flower: a lower bound)."""
+    medians = {f"{key}_s": statistics.median(values[warmup:]) for key, values in times.items()}
     return {
-        "round_s": round_s,
-        "rounds_per_s": 1.0 / round_s,
-        "local_steps_per_s": inner_steps / fit_s,
-        "rounds_timed": len(kept),
+        **medians,
+        "rounds_per_s": 1.0 / medians["round_s"],
+        "local_steps_per_s": inner_steps / medians.get("fit_s", medians["round_s"]),
+        "rounds_timed": len(times["round"]) - warmup,
     }
 
 
 def measure(cfg: DictConfig, kind: str, rounds: int, warmup: int) -> dict[str, float]:
     with peak_rss() as peak:
-        if kind == "flower":
-            stats = summarize(flower_rounds(cfg, rounds + 2), warmup, cfg.client.inner_steps)
+        if kind.startswith("flower"):
+            if kind == "flower-stock-poll":
+                cfg.simulation.poll_interval = 0.1
+            stats = summarize({"round": flower_rounds(cfg, rounds + 2)}, warmup, cfg.client.inner_steps)
         else:
-            times, fits = loop_rounds(cfg, rounds, reference=kind == "reference")
-            stats = summarize(times, warmup, cfg.client.inner_steps, fits)
+            stats = summarize(loop_rounds(cfg, rounds, reference=kind == "reference"), warmup, cfg.client.inner_steps)
     return {**stats, "peak_rss_mb": peak["mb"]}
 
 
@@ -174,13 +182,27 @@ def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
     """(label, overrides, kinds) of every measurement."""
     base = [f"dataset.root={root}"]
     if tiny:
-        base += ["dataset.download=false", "dataset.val_size=100", "client.inner_steps=3", "model.n_kernels=2", "hypernetwork.hidden_dim=8"]
+        base += [
+            "dataset.download=false",
+            "dataset.val_size=100",
+            "client.inner_steps=3",
+            "model.n_kernels=2",
+            "hypernetwork.hidden_dim=8",
+        ]
         return [
-            ("mnist/4", base + ["dataset=mnist", "num_clients=4"], ["bare", "flower", "reference"]),
+            (
+                "mnist/4",
+                base + ["dataset=mnist", "num_clients=4"],
+                ["bare", "flower", "flower-stock-poll", "reference"],
+            ),
             ("mnist/2", base + ["dataset=mnist", "num_clients=2"], ["flower"]),
         ]
     return [
-        ("cifar10/50", base + ["dataset=cifar10", "num_clients=50"], ["bare", "flower", "reference"]),
+        (
+            "cifar10/50",
+            base + ["dataset=cifar10", "num_clients=50"],
+            ["bare", "flower", "flower-stock-poll", "reference"],
+        ),
         ("cifar100/100", base + ["dataset=cifar100", "num_clients=100"], ["bare", "flower", "reference"]),
         ("cifar10/10", base + ["dataset=cifar10", "num_clients=10"], ["flower"]),
         ("cifar10/100", base + ["dataset=cifar10", "num_clients=100"], ["flower"]),
@@ -199,7 +221,20 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
                 f"| {label} | {kind} | {r['round_s']:.3f} | {r['rounds_per_s']:.2f} | "
                 f"{r['local_steps_per_s']:.0f} | {r['peak_rss_mb']:.0f} |"
             )
-    lines += ["", "| setting | b/a (flower/bare) | a/c (bare/reference) | b/c (flower/reference) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| setting | run | generate θ̃ (s) | local training (s) | hypernetwork update (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, kinds in results.items():
+        for kind, r in kinds.items():
+            if "fit_s" in r:
+                lines.append(f"| {label} | {kind} | {r['generate_s']:.4f} | {r['fit_s']:.3f} | {r['update_s']:.4f} |")
+    lines += [
+        "",
+        "| setting | b/a (flower/bare) | a/c (bare/reference) | b/c (flower/reference) |",
+        "|---|---|---|---|",
+    ]
     for label, k in results.items():
         if {"bare", "flower", "reference"} <= set(k):
             a, b, c = (k[x]["round_s"] for x in ("bare", "flower", "reference"))
@@ -241,7 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     body = table(results)
     print(body)
     command = "python -m pfedhn.bench " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch": torch.__version__}
+    machine = {
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch": torch.__version__,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": command, "machine": machine, "results": results}, indent=1))
     write_docs(args.docs, command, body)

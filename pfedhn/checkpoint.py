@@ -42,7 +42,10 @@ class Checkpoint:
             "sampler": json.dumps(self.sampler),
             "history": json.dumps(self.history),
             "config": json.dumps(self.config),
-            "clients": {str(c): [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays] for c, arrays in self.clients.items()},
+            "clients": {
+                str(c): [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+                for c, arrays in self.clients.items()
+            },
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

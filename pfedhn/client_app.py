@@ -9,7 +9,6 @@ head and that head's optimizer state) in ``context.state`` across rounds.
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
 import torch
@@ -75,14 +74,14 @@ class PersonalizedClient(NumPyClient):
             return []
         state = self._head_state()
         return [
-            state.get(key, torch.zeros_like(state[key.removeprefix(MOMENTUM_PREFIX)])).numpy() for key in HEAD_STATE_KEYS
+            state.get(key, torch.zeros_like(state[key.removeprefix(MOMENTUM_PREFIX)])).numpy()
+            for key in HEAD_STATE_KEYS
         ]
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """Train the received weights; return (trained − received, #train samples, metrics)."""
         self._check_addressee(config)
         parameters = self._take_restored_state(parameters, config)
-        started = time.perf_counter()
         model, received = self._load(parameters)
         named = dict(model.named_parameters())
         body = [named[name] for name in self.received_names]
@@ -91,7 +90,9 @@ class PersonalizedClient(NumPyClient):
         if self.cfg.method.personal_head:
             optimizers.append(self._head_optimizer(model))
         images, labels = self.data.client_split(self.partition_id, "train")
-        generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, TRAIN_STREAM, self.partition_id, int(config[SERVER_ROUND])))
+        generator = torch.Generator().manual_seed(
+            derive_seed(self.cfg.seed, TRAIN_STREAM, self.partition_id, int(config[SERVER_ROUND]))
+        )
         loss = train_local(
             model,
             images,
@@ -107,8 +108,7 @@ class PersonalizedClient(NumPyClient):
         if self.cfg.method.personal_head:
             self._save_head(model, optimizers[-1])
         delta = [(param.detach() - start).contiguous().numpy() for param, start in zip(body, received)]
-        metrics = {PARTITION_ID: self.partition_id, "train_loss": loss, "fit_seconds": time.perf_counter() - started}
-        return delta, len(labels), metrics
+        return delta, len(labels), {PARTITION_ID: self.partition_id, "train_loss": loss}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         """Validation and test loss sums, correct and counts of the received model."""
@@ -122,7 +122,11 @@ class PersonalizedClient(NumPyClient):
         metrics: dict[str, Scalar] = {PARTITION_ID: self.partition_id}
         for split, result in results.items():
             metrics.update(
-                {f"{split}_loss_sum": result.loss_sum, f"{split}_correct": result.correct, f"{split}_count": result.count}
+                {
+                    f"{split}_loss_sum": result.loss_sum,
+                    f"{split}_correct": result.correct,
+                    f"{split}_count": result.count,
+                }
             )
         test = results["test"]
         return test.loss_sum / test.count, test.count, metrics

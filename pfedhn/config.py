@@ -36,7 +36,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "clients_per_round": (_positive_int, "a positive integer"),
     "eval_every": (_positive_int, "a positive integer"),
     "seed": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
-    "checkpoint_every": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer (0: only after the last round)"),
+    "checkpoint_every": (
+        lambda v: isinstance(v, int) and v >= 0,
+        "a non-negative integer (0: only after the last round)",
+    ),
     "resume": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
     "novel.clients": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "novel.rounds": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
@@ -106,7 +109,16 @@ def validate(cfg: DictConfig) -> None:
 
 
 # Keys a resumed run may change: they do not affect any number it produces.
-RESUMABLE_CHANGES = ("num_rounds", "resume", "progress", "checkpoint_every", "simulation.", "dataset.root", "dataset.download", "client.eval_batch_size")
+RESUMABLE_CHANGES = (
+    "num_rounds",
+    "resume",
+    "progress",
+    "checkpoint_every",
+    "simulation.",
+    "dataset.root",
+    "dataset.download",
+    "client.eval_batch_size",
+)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -193,9 +193,7 @@ def assign_classes(
     return ClassAssignment(classes, proportions)
 
 
-def split_indices(
-    labels: np.ndarray, assignment: ClassAssignment, rng: np.random.Generator
-) -> list[np.ndarray]:
+def split_indices(labels: np.ndarray, assignment: ClassAssignment, rng: np.random.Generator) -> list[np.ndarray]:
     """Each client's sample indices into ``labels``, following ``assignment``.
 
     Samples of each class are shuffled, then handed out in client order,
@@ -263,7 +261,9 @@ def load_federated(settings: DataSettings, num_classes: int) -> FederatedData:
     train, test = load_dataset(settings.name, settings.root, settings.download)
     found = int(train.labels.max()) + 1
     if found != num_classes:
-        raise ConfigError("dataset.num_classes", f"is {num_classes}, but the {settings.name} files hold {found} classes")
+        raise ConfigError(
+            "dataset.num_classes", f"is {num_classes}, but the {settings.name} files hold {found} classes"
+        )
     return partition(settings, train, test, num_classes)
 
 

@@ -49,10 +49,7 @@ class HyperNetwork(nn.Module):
         """Generate the target weights of ``client``: name → tensor of the target's shape."""
         index = torch.tensor(client, device=self.embeddings.weight.device)
         features = self.mlp(self.embeddings(index))
-        return {
-            name: head(features).view(shape)
-            for (name, shape), head in zip(self.shapes.items(), self.heads)
-        }
+        return {name: head(features).view(shape) for (name, shape), head in zip(self.shapes.items(), self.heads)}
 
 
 def hypernetwork_gradients(

@@ -18,10 +18,10 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from pfedhn import config
-from pfedhn.client_app import make_client_app
-from pfedhn.dataset import load_federated
 from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
 from pfedhn.checkpoint import Checkpoint
+from pfedhn.client_app import make_client_app
+from pfedhn.dataset import load_federated
 from pfedhn.errors import ConfigError, PFedHNError
 from pfedhn.methods import build_strategy
 from pfedhn.results import RunHistory

@@ -65,7 +65,11 @@ class ClientGroup:
                 "best_val_round": best.round,
                 "test_accuracy": best.test.pooled_accuracy(self.clients),
                 "history": [
-                    {"round": e.round, "val": e.val.pooled_accuracy(self.clients), "test": e.test.pooled_accuracy(self.clients)}
+                    {
+                        "round": e.round,
+                        "val": e.val.pooled_accuracy(self.clients),
+                        "test": e.test.pooled_accuracy(self.clients),
+                    }
                     for e in evaluations
                 ],
             }

@@ -186,15 +186,23 @@ class PersonalizedStrategy(Strategy):
     def resume_from(self, checkpoint: Checkpoint) -> None:
         """Continue after ``checkpoint.round``: Flower's round r becomes round ``checkpoint.round + r``."""
         if checkpoint.round >= self.num_rounds:
-            raise ValueError(f"the checkpoint is at round {checkpoint.round}; num_rounds={self.num_rounds} leaves nothing to run")
+            raise ValueError(
+                f"the checkpoint is at round {checkpoint.round}; num_rounds={self.num_rounds} leaves nothing to run"
+            )
         self.start_round = checkpoint.round
         self.load_server_state(checkpoint.server)
         self._sampler.bit_generator.state = checkpoint.sampler
         self.history.load_state(checkpoint.history)
         self._restore = dict(checkpoint.clients)
         self._bar.close()
-        self._bar = tqdm(total=self.num_rounds, initial=self.start_round, desc="rounds", unit="round",
-                         disable=not self._progress, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=self.num_rounds,
+            initial=self.start_round,
+            desc="rounds",
+            unit="round",
+            disable=not self._progress,
+            dynamic_ncols=True,
+        )
 
     def _maybe_checkpoint(self, done_round: int) -> None:
         if self.checkpoint_path is None or done_round <= self.start_round:
@@ -209,7 +217,9 @@ class PersonalizedStrategy(Strategy):
 
         def ask(client: int) -> NDArrays:
             ins = GetParametersIns(config={PARTITION_ID: client})
-            return parameters_to_ndarrays(self._proxies[client].get_parameters(ins, timeout=None, group_id=0).parameters)
+            return parameters_to_ndarrays(
+                self._proxies[client].get_parameters(ins, timeout=None, group_id=0).parameters
+            )
 
         asked = [c for c in range(self.num_clients) if c not in pending]
         with ThreadPoolExecutor(max_workers=32) as pool:

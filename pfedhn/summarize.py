@@ -49,7 +49,9 @@ def find_runs(dirs: list[Path]) -> list[Run]:
         for path in sorted(directory.rglob("results.json")):
             result = json.loads(path.read_text())
             cfg = result["config"]
-            runs.append(Run(path, cfg["method"]["name"], cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result))
+            runs.append(
+                Run(path, cfg["method"]["name"], cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result)
+            )
     return runs
 
 
@@ -101,7 +103,9 @@ def plot_novel(run: Run, static: Path) -> Path:
         group = run.result["groups"][name]
         rounds = [e["round"] for e in group["history"]]
         ax.plot(rounds, [100 * e["test"] for e in group["history"]], label=f"{name} clients ({len(group['clients'])})")
-    ax.axvline(run.result["groups"]["novel"]["rounds"][0] - 0.5, color="grey", linestyle=":", label="hypernetwork frozen")
+    ax.axvline(
+        run.result["groups"]["novel"]["rounds"][0] - 0.5, color="grey", linestyle=":", label="hypernetwork frozen"
+    )
     title = f"{DATASET_LABELS.get(run.dataset, run.dataset)}, {run.clients} clients"
     ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=f"{title}: novel vs seen clients")
     ax.grid(alpha=0.3)
@@ -154,7 +158,9 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
         labels.append(f"{METHOD_LABELS.get(method, method)}\n({len(at_best)} clients × seeds)")
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)
     for i, values in enumerate(data, 1):
-        ax.scatter(values, np.full(len(values), i) + np.random.default_rng(i).uniform(-0.15, 0.15, len(values)), s=8, alpha=0.5)
+        ax.scatter(
+            values, np.full(len(values), i) + np.random.default_rng(i).uniform(-0.15, 0.15, len(values)), s=8, alpha=0.5
+        )
     ax.set(xlabel="client test accuracy at the best-validation round (%)", title=f"{title}: per-client accuracy")
     ax.grid(alpha=0.3, axis="x")
     spread = static / f"clients_{name}.png"

@@ -34,8 +34,12 @@ def write_mnist(root: Path, seed: int = 0) -> None:
     for prefix, per_class in (("train", TRAIN_PER_CLASS), ("t10k", TEST_PER_CLASS)):
         labels = _labels(per_class, 10, rng)
         images = _images(labels, (28, 28), rng)
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, len(labels), 28, 28) + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
+        )
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, len(labels), 28, 28) + images.tobytes()
+        )
 
 
 def cifar_arrays(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:

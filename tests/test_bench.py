@@ -12,9 +12,11 @@ def test_benchmark_runs_and_writes_its_outputs(data_root: Path, tmp_path: Path) 
     docs = tmp_path / "performance.md"
     docs.write_text(f"# Performance\n\nprose above\n\n{MARK_START}\nold\n{MARK_END}\n\nprose below\n")
     out = tmp_path / "bench.json"
-    main(["--root", str(data_root), "--tiny", "--rounds", "4", "--warmup", "1", "--json", str(out), "--docs", str(docs)])
+    main(
+        ["--root", str(data_root), "--tiny", "--rounds", "4", "--warmup", "1", "--json", str(out), "--docs", str(docs)]
+    )
     results = json.loads(out.read_text())["results"]
-    assert set(results["mnist/4"]) == {"bare", "flower", "reference"}
+    assert set(results["mnist/4"]) == {"bare", "flower", "flower-stock-poll", "reference"}
     for run in results["mnist/4"].values():
         assert run["round_s"] > 0 and run["peak_rss_mb"] > 0
     text = docs.read_text()

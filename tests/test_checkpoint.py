@@ -19,7 +19,13 @@ def test_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
     sampler.random()
     saved = Checkpoint(
         round=7,
-        server={"hypernetwork": {"w": torch.arange(4.0)}, "optimizer": {"state": {0: {"momentum_buffer": torch.ones(2)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}},
+        server={
+            "hypernetwork": {"w": torch.arange(4.0)},
+            "optimizer": {
+                "state": {0: {"momentum_buffer": torch.ones(2)}},
+                "param_groups": [{"lr": 0.1, "params": [0]}],
+            },
+        },
         sampler=sampler.bit_generator.state,
         history={"evaluations": [], "bytes_sent": 1, "bytes_received": 2, "wall_time_s": 3.0},
         clients={2: [np.ones((2, 3), np.float32)]},

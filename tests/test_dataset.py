@@ -48,7 +48,9 @@ def test_cifar_reads_npz_and_torchvision_batches(data_root: Path, tmp_path: Path
 def test_normalize_matches_torchvision_transforms() -> None:
     image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
     mean, std = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
-    expected = torchvision.transforms.Normalize(mean, std)(torchvision.transforms.ToTensor()(image.permute(1, 2, 0).numpy()))
+    expected = torchvision.transforms.Normalize(mean, std)(
+        torchvision.transforms.ToTensor()(image.permute(1, 2, 0).numpy())
+    )
     got = normalize(image[None], torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))[0]
     torch.testing.assert_close(got, expected)
 

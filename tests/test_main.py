@@ -25,10 +25,20 @@ def run_main(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_path: Path) -> None:
-    args = ["--multirun", *tiny_overrides(data_root), "method=pfedhn,pfedhn_pc", "num_rounds=4", "eval_every=2", "clients_per_round=2"]
+    args = [
+        "--multirun",
+        *tiny_overrides(data_root),
+        "method=pfedhn,pfedhn_pc",
+        "num_rounds=4",
+        "eval_every=2",
+        "clients_per_round=2",
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "pfedhn.main", *args, f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     for method in ("pfedhn", "pfedhn_pc"):
@@ -89,7 +99,9 @@ def test_unknown_dataset_group_lists_the_choices(data_root: Path, tmp_path: Path
 def test_resume_refuses_a_different_experiment(data_root: Path, tmp_path: Path) -> None:
     first = run_main(tiny_overrides(data_root) + ["num_rounds=2", "eval_every=1"], tmp_path / "a")
     assert first.returncode == 0, first.stderr[-3000:]
-    done = run_main(tiny_overrides(data_root) + ["num_rounds=4", "client.lr=0.1", f"resume={tmp_path / 'a'}"], tmp_path / "b")
+    done = run_main(
+        tiny_overrides(data_root) + ["num_rounds=4", "client.lr=0.1", f"resume={tmp_path / 'a'}"], tmp_path / "b"
+    )
     assert done.returncode == 2
     assert "config error: client.lr: is 0.1 but the run being resumed used 0.005" in done.stdout + done.stderr
 

@@ -41,7 +41,10 @@ class PartitionProxy(ClientProxy):
 
 
 def setup(data_root: Path, clients_per_round: int = 2):
-    cfg = compose(tiny_overrides(data_root, num_clients=6) + ["num_rounds=10", f"clients_per_round={clients_per_round}", "eval_every=3"])
+    cfg = compose(
+        tiny_overrides(data_root, num_clients=6)
+        + ["num_rounds=10", f"clients_per_round={clients_per_round}", "eval_every=3"]
+    )
     strategy = build_strategy(cfg, progress=False)
     manager = SimpleClientManager()
     rng = np.random.default_rng(1)
@@ -70,7 +73,7 @@ def test_evaluation_reaches_every_client_with_its_own_model(data_root: Path) -> 
 
 def test_a_reply_from_the_wrong_client_is_refused(data_root: Path) -> None:
     strategy, manager = setup(data_root, clients_per_round=1)
-    (proxy, ins), = strategy.configure_fit(1, None, manager)
+    ((proxy, ins),) = strategy.configure_fit(1, None, manager)
     liar = {"partition_id": (proxy.partition_id + 1) % 6}
     res = FitRes(status=OK, parameters=ins.parameters, num_examples=1, metrics=liar)
     with pytest.raises(ClientFailure, match="came from another client"):
@@ -85,10 +88,15 @@ def test_failures_stop_the_run(data_root: Path) -> None:
 
 def test_aggregate_fit_steps_the_hypernetwork(data_root: Path) -> None:
     strategy, manager = setup(data_root, clients_per_round=1)
-    (proxy, ins), = strategy.configure_fit(1, None, manager)
+    ((proxy, ins),) = strategy.configure_fit(1, None, manager)
     before = [p.detach().clone() for p in strategy.hypernetwork.parameters()]
     delta = [0.01 * np.ones_like(a) for a in parameters_to_ndarrays(ins.parameters)]
-    res = FitRes(status=OK, parameters=ndarrays_to_parameters(delta), num_examples=1, metrics={"partition_id": proxy.partition_id})
+    res = FitRes(
+        status=OK,
+        parameters=ndarrays_to_parameters(delta),
+        num_examples=1,
+        metrics={"partition_id": proxy.partition_id},
+    )
     strategy.aggregate_fit(1, [(proxy, res)], [])
     assert any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.parameters(), before))
     assert strategy.history.bytes_received == sum(len(t) for t in res.parameters.tensors)
@@ -106,15 +114,22 @@ def test_novel_clients_sit_out_training_then_only_their_embeddings_learn(data_ro
         manager.register(PartitionProxy(100 + partition, partition))
     assert strategy.num_rounds == 7 and strategy.novel == [4, 5]
     for server_round in range(1, 8):
-        (proxy, ins), = strategy.configure_fit(server_round, None, manager)
+        ((proxy, ins),) = strategy.configure_fit(server_round, None, manager)
         assert (proxy.partition_id in (4, 5)) == (server_round >= 5)
         body = [p.detach().clone() for p in strategy.hypernetwork.mlp.parameters()]
         table = strategy.hypernetwork.embeddings.weight.detach().clone()
         delta = [0.01 * np.ones_like(a) for a in parameters_to_ndarrays(ins.parameters)]
-        res = FitRes(status=OK, parameters=ndarrays_to_parameters(delta), num_examples=1, metrics={"partition_id": proxy.partition_id})
+        res = FitRes(
+            status=OK,
+            parameters=ndarrays_to_parameters(delta),
+            num_examples=1,
+            metrics={"partition_id": proxy.partition_id},
+        )
         strategy.aggregate_fit(server_round, [(proxy, res)], [])
         mlp_moved = any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.mlp.parameters(), body))
-        rows_moved = ((strategy.hypernetwork.embeddings.weight.detach() - table).abs().sum(1) > 0).nonzero().flatten().tolist()
+        rows_moved = (
+            ((strategy.hypernetwork.embeddings.weight.detach() - table).abs().sum(1) > 0).nonzero().flatten().tolist()
+        )
         if server_round >= 5:  # frozen hypernetwork; novel rows only
             assert not mlp_moved and set(rows_moved) <= {4, 5} and proxy.partition_id in rows_moved
         else:

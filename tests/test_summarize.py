@@ -6,7 +6,9 @@ from pathlib import Path
 from pfedhn.summarize import main
 
 
-def write_run(directory: Path, method: str, seed: int, test_at_best: float, rounds: int = 61, planned: int = 61) -> None:
+def write_run(
+    directory: Path, method: str, seed: int, test_at_best: float, rounds: int = 61, planned: int = 61
+) -> None:
     history = []
     for i, r in enumerate(range(1, rounds + 1, 30)):
         val = 0.5 + 0.1 * i if r != 31 else 0.95  # the best validation is at round 31
@@ -18,7 +20,13 @@ def write_run(directory: Path, method: str, seed: int, test_at_best: float, roun
             }
         )
     result = {
-        "config": {"method": {"name": method}, "dataset": {"name": "cifar10"}, "num_clients": 2, "seed": seed, "num_rounds": planned},
+        "config": {
+            "method": {"name": method},
+            "dataset": {"name": "cifar10"},
+            "num_clients": 2,
+            "seed": seed,
+            "num_rounds": planned,
+        },
         "history": history,
         "best_val_round": 31,
         "test_accuracy": test_at_best,
@@ -42,8 +50,14 @@ def test_table_pools_seeds_and_states_scale(tmp_path: Path) -> None:
 def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
     history = [{"round": r, "val": 0.5, "test": 0.5} for r in (1, 4, 6)]
     result = {
-        "config": {"method": {"name": "pfedhn"}, "dataset": {"name": "mnist"}, "num_clients": 5, "seed": 0,
-                   "num_rounds": 4, "novel": {"clients": 1, "rounds": 2}},
+        "config": {
+            "method": {"name": "pfedhn"},
+            "dataset": {"name": "mnist"},
+            "num_clients": 5,
+            "seed": 0,
+            "num_rounds": 4,
+            "novel": {"clients": 1, "rounds": 2},
+        },
         "history": [],
         "groups": {
             "seen": {"clients": [0, 1, 2, 3], "rounds": [1, 4], "test_accuracy": 0.9, "history": history},
