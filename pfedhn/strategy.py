@@ -38,6 +38,7 @@ from flwr.server.strategy import Strategy
 from tqdm import tqdm
 
 from pfedhn.checkpoint import Checkpoint
+from pfedhn.errors import ConfigError
 from pfedhn.results import ClientGroup, Evaluation, RunHistory, SplitMetrics
 
 PARTITION_ID = "partition_id"
@@ -135,7 +136,7 @@ class PersonalizedStrategy(Strategy):
         self._proxies: dict[int, ClientProxy] = {}
         self._restore: dict[int, NDArrays] = {}
         self._progress = progress
-        self._bar = tqdm(total=num_rounds, desc="rounds", unit="round", disable=not progress, dynamic_ncols=True)
+        self._bar: tqdm | None = None
 
     def __repr__(self) -> str:
         return (
@@ -161,11 +162,11 @@ class PersonalizedStrategy(Strategy):
     def load_server_state(self, state: dict[str, Any]) -> None:
         """Inverse of ``server_state``."""
 
-    # ------------------------------------------------------------- checkpointing
-
     def is_novel_round(self, server_round: int) -> bool:
         """In the novel-client phase only novel clients train (see ``novel_clients``)."""
         return server_round >= self.novel_from
+
+    # ------------------------------------------------------------- checkpointing
 
     @property
     def remaining_rounds(self) -> int:
@@ -186,23 +187,14 @@ class PersonalizedStrategy(Strategy):
     def resume_from(self, checkpoint: Checkpoint) -> None:
         """Continue after ``checkpoint.round``: Flower's round r becomes round ``checkpoint.round + r``."""
         if checkpoint.round >= self.num_rounds:
-            raise ValueError(
-                f"the checkpoint is at round {checkpoint.round}; num_rounds={self.num_rounds} leaves nothing to run"
+            raise ConfigError(
+                "num_rounds", f"{self.num_rounds} leaves nothing to run after the checkpoint's round {checkpoint.round}"
             )
         self.start_round = checkpoint.round
         self.load_server_state(checkpoint.server)
         self._sampler.bit_generator.state = checkpoint.sampler
         self.history.load_state(checkpoint.history)
         self._restore = dict(checkpoint.clients)
-        self._bar.close()
-        self._bar = tqdm(
-            total=self.num_rounds,
-            initial=self.start_round,
-            desc="rounds",
-            unit="round",
-            disable=not self._progress,
-            dynamic_ncols=True,
-        )
 
     def _maybe_checkpoint(self, done_round: int) -> None:
         if self.checkpoint_path is None or done_round <= self.start_round:
@@ -258,9 +250,9 @@ class PersonalizedStrategy(Strategy):
             updates[client] = parameters_to_ndarrays(res.parameters)
         metrics = self.apply_updates(server_round, updates)
         self.history.round_end_times.append(time.perf_counter())
-        self._bar.update(1)
+        self._progress_bar().update(1)
         if server_round == self.num_rounds:
-            self._bar.close()
+            self._progress_bar().close()
         return None, metrics
 
     def configure_evaluate(
@@ -296,7 +288,7 @@ class PersonalizedStrategy(Strategy):
         if self.results_path is not None:
             self.history.write(self.results_path)
         best = self.history.best
-        self._bar.set_postfix(val=f"{splits['val'].accuracy:.4f}", best_test=f"{best.test.accuracy:.4f}")
+        self._progress_bar().set_postfix(val=f"{splits['val'].accuracy:.4f}", best_test=f"{best.test.accuracy:.4f}")
         log(INFO, "round %s: val %.4f test %.4f", server_round, splits["val"].accuracy, splits["test"].accuracy)
         if server_round == self.num_rounds:
             self._maybe_checkpoint(server_round)
@@ -307,6 +299,18 @@ class PersonalizedStrategy(Strategy):
         return None
 
     # ------------------------------------------------------------------- internals
+
+    def _progress_bar(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(
+                total=self.num_rounds,
+                initial=self.start_round,
+                desc="rounds",
+                unit="round",
+                disable=not self._progress,
+                dynamic_ncols=True,
+            )
+        return self._bar
 
     def _instruction(self, client: int, server_round: int) -> tuple[Parameters, dict[str, Scalar]]:
         """The client's model, followed by its saved state on the first contact after a resume."""
