@@ -205,7 +205,11 @@ def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
         ),
         ("cifar100/100", base + ["dataset=cifar100", "num_clients=100"], ["bare", "flower", "reference"]),
         # one local step: the round is nearly all Flower's own per-round cost
-        ("cifar10/50, 1 step", base + ["dataset=cifar10", "num_clients=50", "client.inner_steps=1"], ["bare", "flower"]),
+        (
+            "cifar10/50, 1 step",
+            base + ["dataset=cifar10", "num_clients=50", "client.inner_steps=1"],
+            ["bare", "flower"],
+        ),
         ("cifar10/10", base + ["dataset=cifar10", "num_clients=10"], ["flower"]),
         ("cifar10/100", base + ["dataset=cifar10", "num_clients=100"], ["flower"]),
         ("cifar10/1000", base + ["dataset=cifar10", "num_clients=1000"], ["flower"]),
