@@ -268,11 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=60, help="rounds timed per run")
     parser.add_argument("--warmup", type=int, default=10, help="first rounds left out of the medians")
     parser.add_argument("--tiny", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument("--only", nargs="+", metavar="SETTING", help="run only these settings, e.g. cifar10/50")
     parser.add_argument("--json", type=Path, default=Path("results/benchmark.json"))
     parser.add_argument("--docs", type=Path, default=Path("docs/performance.md"))
     args = parser.parse_args(argv)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, overrides, kinds in cells(args.root, args.tiny):
+        if args.only and label not in args.only:
+            continue
         results[label] = {}
         for kind in kinds:
             cfg = config.compose(overrides)
