@@ -155,7 +155,8 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
             best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
             at_best += best["test"]["client_accuracy"]
         data.append(100 * np.array(at_best))
-        labels.append(f"{METHOD_LABELS.get(method, method)}\n({len(at_best)} clients × seeds)")
+        seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+        labels.append(f"{METHOD_LABELS.get(method, method)}\n({len(at_best) // len(runs)} clients, {seeds})")
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)
     for i, values in enumerate(data, 1):
         ax.scatter(
