@@ -43,6 +43,17 @@ class Run:
         return self.result["history"][-1]["round"] if self.result["history"] else 0
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n > 1 else ''}"
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def find_runs(dirs: list[Path]) -> list[Run]:
     runs = []
     for directory in dirs:
@@ -62,7 +73,7 @@ def cell_text(runs: list[Run]) -> str:
     planned = {r.result["config"]["num_rounds"] for r in runs}
     done = {r.rounds_done for r in runs}
     scale = f"{max(done)} rounds" if done == planned else f"{max(done)} of {max(planned)} rounds, unfinished"
-    return f"{value} ({scale}, {len(runs)} seed{'s' if len(runs) > 1 else ''})"
+    return f"{value} ({scale}, {_seeds(len(runs))})"
 
 
 def table(runs: list[Run]) -> str:
@@ -110,11 +121,7 @@ def plot_novel(run: Run, static: Path) -> Path:
     ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=f"{title}: novel vs seen clients")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    path = static / f"novel_{run.method}_{run.dataset}_{run.clients}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, static / f"novel_{run.method}_{run.dataset}_{run.clients}.png")
 
 
 def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, color: str) -> None:
@@ -135,17 +142,13 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for method, runs in sorted(by_method.items()):
         label = METHOD_LABELS.get(method, method)
-        seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
-        _band(ax, runs, "test", "-", f"{label} test ({seeds})", colors[method])
+        _band(ax, runs, "test", "-", f"{label} test ({_seeds(len(runs))})", colors[method])
         _band(ax, runs, "val", "--", f"{label} validation", colors[method])
     ax.set(xlabel="round", ylabel="pooled accuracy (%)", title=f"{title}: accuracy vs round")
     ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    curve = static / f"curve_{name}.png"
-    fig.tight_layout()
-    fig.savefig(curve, dpi=120)
-    plt.close(fig)
+    curve = _save(fig, static / f"curve_{name}.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     data, labels = [], []
@@ -155,8 +158,9 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
             best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
             at_best += best["test"]["client_accuracy"]
         data.append(100 * np.array(at_best))
-        seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
-        labels.append(f"{METHOD_LABELS.get(method, method)}\n({len(at_best) // len(runs)} clients, {seeds})")
+        labels.append(
+            f"{METHOD_LABELS.get(method, method)}\n({len(at_best) // len(runs)} clients, {_seeds(len(runs))})"
+        )
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)
     for i, values in enumerate(data, 1):
         ax.scatter(
@@ -164,11 +168,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
         )
     ax.set(xlabel="client test accuracy at the best-validation round (%)", title=f"{title}: per-client accuracy")
     ax.grid(alpha=0.3, axis="x")
-    spread = static / f"clients_{name}.png"
-    fig.tight_layout()
-    fig.savefig(spread, dpi=120)
-    plt.close(fig)
-    return [curve, spread]
+    return [curve, _save(fig, static / f"clients_{name}.png")]
 
 
 def main(argv: list[str] | None = None) -> str:

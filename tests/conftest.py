@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,14 @@ import pytest
 from pfedhn.config import compose
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 40, 20
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_pfedhn(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m pfedhn.main ARGS`` from the repository root, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pfedhn.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _labels(per_class: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,17 +1,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pfedhn.checkpoint import Checkpoint
-from tests.conftest import tiny_overrides
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_pfedhn, tiny_overrides
 
 
 def test_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
@@ -43,13 +39,7 @@ def test_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
 
 
 def run_main(args: list[str], run_dir: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pfedhn.main", *args, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pfedhn([*args, f"hydra.run.dir={run_dir}"])
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
 

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_overrides
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_pfedhn, tiny_overrides
 
 
-def run_main(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pfedhn.main", *args, f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def run_main(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
+    return run_pfedhn([*args, f"hydra.run.dir={run_dir}"])
 
 
 def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_path: Path) -> None:
@@ -33,13 +24,7 @@ def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_p
         "eval_every=2",
         "clients_per_round=2",
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "pfedhn.main", *args, f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_pfedhn([*args, f"hydra.sweep.dir={tmp_path}"])
     assert done.returncode == 0, done.stderr[-3000:]
     for method in ("pfedhn", "pfedhn_pc"):
         results = json.loads((tmp_path / f"{method}_mnist_n4_s42" / "results.json").read_text())

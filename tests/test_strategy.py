@@ -40,6 +40,13 @@ class PartitionProxy(ClientProxy):
         raise NotImplementedError
 
 
+def constant_delta_reply(proxy: PartitionProxy, ins) -> FitRes:
+    """The reply of a client whose training moved every weight by 0.01."""
+    delta = [0.01 * np.ones_like(a) for a in parameters_to_ndarrays(ins.parameters)]
+    metrics = {"partition_id": proxy.partition_id}
+    return FitRes(status=OK, parameters=ndarrays_to_parameters(delta), num_examples=1, metrics=metrics)
+
+
 def setup(data_root: Path, clients_per_round: int = 2):
     cfg = compose(
         tiny_overrides(data_root, num_clients=6)
@@ -90,13 +97,7 @@ def test_aggregate_fit_steps_the_hypernetwork(data_root: Path) -> None:
     strategy, manager = setup(data_root, clients_per_round=1)
     ((proxy, ins),) = strategy.configure_fit(1, None, manager)
     before = [p.detach().clone() for p in strategy.hypernetwork.parameters()]
-    delta = [0.01 * np.ones_like(a) for a in parameters_to_ndarrays(ins.parameters)]
-    res = FitRes(
-        status=OK,
-        parameters=ndarrays_to_parameters(delta),
-        num_examples=1,
-        metrics={"partition_id": proxy.partition_id},
-    )
+    res = constant_delta_reply(proxy, ins)
     strategy.aggregate_fit(1, [(proxy, res)], [])
     assert any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.parameters(), before))
     assert strategy.history.bytes_received == sum(len(t) for t in res.parameters.tensors)
@@ -118,13 +119,7 @@ def test_novel_clients_sit_out_training_then_only_their_embeddings_learn(data_ro
         assert (proxy.partition_id in (4, 5)) == (server_round >= 5)
         body = [p.detach().clone() for p in strategy.hypernetwork.mlp.parameters()]
         table = strategy.hypernetwork.embeddings.weight.detach().clone()
-        delta = [0.01 * np.ones_like(a) for a in parameters_to_ndarrays(ins.parameters)]
-        res = FitRes(
-            status=OK,
-            parameters=ndarrays_to_parameters(delta),
-            num_examples=1,
-            metrics={"partition_id": proxy.partition_id},
-        )
+        res = constant_delta_reply(proxy, ins)
         strategy.aggregate_fit(server_round, [(proxy, res)], [])
         mlp_moved = any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.mlp.parameters(), body))
         rows_moved = (
