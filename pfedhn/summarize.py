@@ -120,7 +120,7 @@ def plot_novel(run: Run, static: Path) -> Path:
     title = f"{DATASET_LABELS.get(run.dataset, run.dataset)}, {run.clients} clients"
     ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=f"{title}: novel vs seen clients")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
     return _save(fig, static / f"novel_{run.method}_{run.dataset}_{run.clients}.png")
 
 
