@@ -68,10 +68,6 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "simulation.threads": (_positive_int, "a positive integer"),
     "simulation.server_threads": (_positive_int, "a positive integer"),
     "simulation.poll_interval": (_positive, "a positive number of seconds"),
-    "simulation.worker_niceness": (
-        lambda v: isinstance(v, int) and -20 <= v <= 19,
-        "an integer nice level in [-20, 19]",
-    ),
     "simulation.client_cpus": (_positive, "a positive number"),
 }
 

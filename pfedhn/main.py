@@ -80,7 +80,6 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
             "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": 0.0},
             "init_args": {"logging_level": cfg.simulation.flower_log_level, "log_to_driver": True},
         },
-        worker_niceness=cfg.simulation.worker_niceness,
     )
     if not history.evaluations or history.evaluations[-1].round != strategy.num_rounds:
         raise RuntimeError("the simulation ended before its last round; see the log above")

@@ -8,16 +8,10 @@ per round, so each round waits on both: about 0.1–0.2 s of idle time per round
 15–25 % of a CIFAR-10 round on a CPU. With ``simulation.poll_interval`` below
 0.1 both loops poll at that interval instead. Nothing else changes: the same
 messages, in the same order, reach the same clients.
-
-Ray also starts its worker processes, and so the ClientApp actor that does all
-the local training, at nice 15: below the server process and Ray's own daemons,
-which then take CPU time from it on a small machine. ``worker_niceness`` sets
-that level (Ray's ``RAY_worker_niceness``); 0 puts the client on equal terms.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from queue import Queue
@@ -73,11 +67,8 @@ def simulate(
     client_app: ClientApp,
     num_supernodes: int,
     backend_config: dict[str, Any],
-    worker_niceness: int = 15,
 ) -> None:
-    """``flwr.simulation.run_simulation`` with the SuperLink polling at the server app's
-    interval and Ray's workers at ``worker_niceness`` (Ray's default: 15)."""
-    os.environ["RAY_worker_niceness"] = str(worker_niceness)
+    """``flwr.simulation.run_simulation`` with the SuperLink polling at the server app's interval."""
     interval = server_app.pull_interval
     if interval < FLOWER_POLL_INTERVAL:
         vce_api.add_messages_to_queue = _polling_add_messages_to_queue(interval)
