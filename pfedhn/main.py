@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -84,12 +85,12 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
     if not history.evaluations or history.evaluations[-1].round != strategy.num_rounds:
         raise RuntimeError("the simulation ended before its last round; see the log above")
     history.write(results_path, finished=True)
-    result = history.to_dict(finished=True)
+    best = history.best
     log.info(
         "test accuracy %.4f at best-validation round %d (%.0f s) -> %s",
-        result["test_accuracy"],
-        result["best_val_round"],
-        result["wall_time_s"],
+        best.test.accuracy,
+        best.round,
+        time.time() - history.started,
         results_path,
     )
     return history
