@@ -1,18 +1,21 @@
 """Speed benchmark: ``python -m pfedhn.bench --root DATA_ROOT``.
 
-Times, in one process run, on the same data and seed, pFedHN rounds done three ways:
+Times, in one command, on the same data and seed, pFedHN rounds done three ways:
 
 (a) ``bare``: the package's hypernetwork, client trainer and update code in a
     plain Python loop (no Flower);
 (b) ``flower``: the Flower simulation exactly as ``pfedhn.main`` runs it
-    (evaluation only after the first and last round); ``flower-stock-poll`` is
-    the same with Flower's stock 0.1 s message polling (``simulation.poll_interval=0.1``);
+    (in-process backend; evaluation only after the first and last round);
+    ``flower-ray`` is the same on Flower's Ray backend, and ``flower-stock``
+    is Flower as shipped: Ray and its 0.1 s message polling;
 (c) ``reference``: (a) with the client loop of the official code, which draws
     every batch with a fresh ``next(iter(DataLoader(...)))`` over a torchvision-style
     dataset that converts each image through PIL, ToTensor and Normalize.
 
-It writes ``results/benchmark.json`` and the table between the markers in
-``docs/performance.md``.
+Each measurement runs in a fresh child process, one after the other, so no
+cell inherits another's caches, threads or Ray processes, and its peak memory
+is its own. It writes ``results/benchmark.json`` and the table between the
+markers in ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -167,11 +172,17 @@ def summarize(times: dict[str, list[float]], warmup: int, inner_steps: int) -> d
     }
 
 
+FLOWER_KINDS = {
+    "flower": [],
+    "flower-ray": ["simulation.backend=ray"],
+    "flower-stock": ["simulation.backend=ray", "simulation.poll_interval=0.1"],
+}
+
+
 def measure(cfg: DictConfig, kind: str, rounds: int, warmup: int) -> dict[str, float]:
+    """One run of ``kind`` on ``cfg`` (overrides of ``FLOWER_KINDS`` already applied)."""
     with peak_rss() as peak:
-        if kind.startswith("flower"):
-            if kind == "flower-stock-poll":
-                cfg.simulation.poll_interval = 0.1
+        if kind in FLOWER_KINDS:
             stats = summarize({"round": flower_rounds(cfg, rounds + 2)}, warmup, cfg.client.inner_steps)
         else:
             stats = summarize(loop_rounds(cfg, rounds, reference=kind == "reference"), warmup, cfg.client.inner_steps)
@@ -193,7 +204,7 @@ def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
             (
                 "mnist/4",
                 base + ["dataset=mnist", "num_clients=4"],
-                ["bare", "flower", "flower-stock-poll", "reference"],
+                ["bare", "flower", "flower-ray", "reference"],
             ),
             ("mnist/2", base + ["dataset=mnist", "num_clients=2"], ["flower"]),
         ]
@@ -201,14 +212,18 @@ def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
         (
             "cifar10/50",
             base + ["dataset=cifar10", "num_clients=50"],
-            ["bare", "flower", "flower-stock-poll", "reference"],
+            ["bare", "flower", "flower-ray", "flower-stock", "reference"],
         ),
-        ("cifar100/100", base + ["dataset=cifar100", "num_clients=100"], ["bare", "flower", "reference"]),
+        (
+            "cifar100/100",
+            base + ["dataset=cifar100", "num_clients=100"],
+            ["bare", "flower", "flower-ray", "reference"],
+        ),
         # one local step: the round is nearly all Flower's own per-round cost
         (
             "cifar10/50, 1 step",
             base + ["dataset=cifar10", "num_clients=50", "client.inner_steps=1"],
-            ["bare", "flower"],
+            ["bare", "flower", "flower-ray"],
         ),
         ("cifar10/10", base + ["dataset=cifar10", "num_clients=10"], ["flower"]),
         ("cifar10/100", base + ["dataset=cifar10", "num_clients=100"], ["flower"]),
@@ -238,13 +253,14 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
                 lines.append(f"| {label} | {kind} | {r['generate_s']:.4f} | {r['fit_s']:.3f} | {r['update_s']:.4f} |")
     lines += [
         "",
-        "| setting | b/a (flower/bare) | a/c (bare/reference) | b/c (flower/reference) |",
-        "|---|---|---|---|",
+        "| setting | b/a (flower/bare) | a/c (bare/reference) | b/c (flower/reference) | flower-ray/bare |",
+        "|---|---|---|---|---|",
     ]
     for label, k in results.items():
         if {"bare", "flower", "reference"} <= set(k):
             a, b, c = (k[x]["round_s"] for x in ("bare", "flower", "reference"))
-            lines.append(f"| {label} | {b / a:.3f} | {a / c:.3f} | {b / c:.3f} |")
+            ray = f"{k['flower-ray']['round_s'] / a:.3f}" if "flower-ray" in k else "–"
+            lines.append(f"| {label} | {b / a:.3f} | {a / c:.3f} | {b / c:.3f} | {ray} |")
     flower = {label: k["flower"]["round_s"] for label, k in results.items() if "flower" in k}
     scaling = [label for label in flower if label.startswith("cifar10/") and label.split("/")[1].isdigit()]
     if len(scaling) > 1:
@@ -262,29 +278,52 @@ def write_docs(path: Path, command: str, body: str) -> None:
     path.write_text(f"{head}{MARK_START}\n```bash\n{command}\n```\n\n{body}\n{MARK_END}{tail}")
 
 
+def measure_in_child(overrides: list[str], kind: str, rounds: int, warmup: int) -> dict[str, float]:
+    """``measure`` in a fresh Python process (see the module docstring); its JSON result."""
+    request = json.dumps({"overrides": overrides, "kind": kind, "rounds": rounds, "warmup": warmup})
+    child = subprocess.run(
+        [sys.executable, "-m", "pfedhn.bench", "--measure", request], capture_output=True, text=True, check=False
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"benchmark of {kind} {overrides} failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def measure_request(request: str) -> None:
+    """The child's side of ``measure_in_child``: print one JSON line."""
+    spec = json.loads(request)
+    cfg = config.compose(spec["overrides"] + FLOWER_KINDS.get(spec["kind"], []))
+    config.validate(cfg)
+    print(json.dumps(measure(cfg, spec["kind"], spec["rounds"], spec["warmup"])), flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="data root (see EXTENDED_README.md)")
+    parser.add_argument("--root", help="data root (see EXTENDED_README.md)")
     parser.add_argument("--rounds", type=int, default=60, help="rounds timed per run")
     parser.add_argument("--warmup", type=int, default=10, help="first rounds left out of the medians")
     parser.add_argument("--tiny", action="store_true", help="tiny settings for a smoke test")
     parser.add_argument("--only", nargs="+", metavar="SETTING", help="run only these settings, e.g. cifar10/50")
     parser.add_argument("--json", type=Path, default=Path("results/benchmark.json"))
     parser.add_argument("--docs", type=Path, default=Path("docs/performance.md"))
+    parser.add_argument("--measure", metavar="JSON", help=argparse.SUPPRESS)  # a child's one measurement
     args = parser.parse_args(argv)
+    if args.measure:
+        measure_request(args.measure)
+        return {}
+    if args.root is None:
+        parser.error("--root is required")
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, overrides, kinds in cells(args.root, args.tiny):
         if args.only and label not in args.only:
             continue
         results[label] = {}
         for kind in kinds:
-            cfg = config.compose(overrides)
-            config.validate(cfg)
-            results[label][kind] = measure(cfg, kind, args.rounds, args.warmup)
-            print(f"{label:>14} {kind:>9}: {json.dumps(results[label][kind])}", flush=True)
+            results[label][kind] = measure_in_child(overrides, kind, args.rounds, args.warmup)
+            print(f"{label:>18} {kind:>12}: {json.dumps(results[label][kind])}", flush=True)
     body = table(results)
     print(body)
-    command = "python -m pfedhn.bench " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m pfedhn.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = {
         "cpus": psutil.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pfedhn.dataset import LOADERS, DataSettings
 from pfedhn.errors import ConfigError
 from pfedhn.model import ModelSpec
+from pfedhn.simulation import BACKENDS
 from pfedhn.train import Normalization
 
 
@@ -65,6 +66,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "method.server.momentum": (_non_negative, "a non-negative number"),
     "method.server.weight_decay": (_non_negative, "a non-negative number"),
     "method.server.grad_clip": (_positive, "a positive number"),
+    "simulation.backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
     "simulation.threads": (_positive_int, "a positive integer"),
     "simulation.server_threads": (_positive_int, "a positive integer"),
     "simulation.poll_interval": (_positive, "a positive number of seconds"),

@@ -49,7 +49,8 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
         checkpoint = load_checkpoint(output_dir)
         config.check_resumable(cfg, checkpoint.config)
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)
-    torch.set_num_threads(cfg.simulation.server_threads)
+    in_process = cfg.simulation.backend == "inprocess"
+    torch.set_num_threads(cfg.simulation.threads if in_process else cfg.simulation.server_threads)
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
     log.info(
         "%s: %d clients, train/val/test %d/%d/%d samples",
@@ -57,7 +58,8 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
         cfg.num_clients,
         *(sum(len(i) for i in data.client_indices[s]) for s in ("train", "val", "test")),
     )
-    load_federated.cache_clear()  # the clients load their own copy; free this one
+    if not in_process:
+        load_federated.cache_clear()  # the Ray actor loads its own copy; free this one
 
     history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True))
     results_path = output_dir / "results.json"
@@ -77,6 +79,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
         server_app=make_server_app(cfg, strategy),
         client_app=make_client_app(cfg),
         num_supernodes=cfg.num_clients,
+        backend=cfg.simulation.backend,
         backend_config={
             "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": 0.0},
             "init_args": {"logging_level": cfg.simulation.flower_log_level, "log_to_driver": True},

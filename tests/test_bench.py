@@ -16,7 +16,7 @@ def test_benchmark_runs_and_writes_its_outputs(data_root: Path, tmp_path: Path) 
         ["--root", str(data_root), "--tiny", "--rounds", "4", "--warmup", "1", "--json", str(out), "--docs", str(docs)]
     )
     results = json.loads(out.read_text())["results"]
-    assert set(results["mnist/4"]) == {"bare", "flower", "flower-stock-poll", "reference"}
+    assert set(results["mnist/4"]) == {"bare", "flower", "flower-ray", "reference"}
     for run in results["mnist/4"].values():
         assert run["round_s"] > 0 and run["peak_rss_mb"] > 0
     text = docs.read_text()

@@ -49,6 +49,25 @@ def test_the_same_command_gives_the_same_numbers(data_root: Path, tmp_path: Path
     assert runs[0] == runs[1]
 
 
+def test_the_ray_backend_gives_the_numbers_of_the_in_process_one(data_root: Path, tmp_path: Path) -> None:
+    """Same messages, same clients, same Context per node: only where the ClientApp runs differs.
+    pFedHN-PC, so the personal heads kept in Context.state across rounds are covered too."""
+    args = tiny_overrides(data_root) + [
+        "method=pfedhn_pc",
+        "num_rounds=4",
+        "eval_every=1",
+        "simulation.server_threads=2",
+    ]
+    histories = {}
+    for backend in ("inprocess", "ray"):
+        done = run_main([*args, f"simulation.backend={backend}"], tmp_path / backend)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results = json.loads((tmp_path / backend / "results.json").read_text())
+        assert results["config"]["simulation"]["backend"] == backend
+        histories[backend] = results["history"]
+    assert histories["inprocess"] == histories["ray"]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -56,6 +75,7 @@ def test_the_same_command_gives_the_same_numbers(data_root: Path, tmp_path: Path
         ("num_clients=300", "config error: num_clients: 300 clients cannot be split"),
         ("dataset.name=svhn", "config error: dataset.name: unknown dataset 'svhn'"),
         ("client.lr=-1", "config error: client.lr: must be a positive number"),
+        ("simulation.backend=gpu", "config error: simulation.backend: must be one of inprocess, ray"),
     ],
 )
 def test_bad_config_stops_with_one_line(data_root: Path, tmp_path: Path, override: str, message: str) -> None:
