@@ -82,13 +82,14 @@ class PersonalizedClient(NumPyClient):
         """Train the received weights; return (trained − received, #train samples, metrics)."""
         self._check_addressee(config)
         parameters = self._take_restored_state(parameters, config)
-        model, received = self._load(parameters)
+        head = self._head_state() if self.cfg.method.personal_head else None
+        model, received = self._load(parameters, head)
         named = dict(model.named_parameters())
         body = [named[name] for name in self.received_names]
         c = self.cfg.client
         optimizers = [torch.optim.SGD(body, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
-        if self.cfg.method.personal_head:
-            optimizers.append(self._head_optimizer(model))
+        if head is not None:
+            optimizers.append(self._head_optimizer(model, head))
         images, labels = self.data.client_split(self.partition_id, "train")
         generator = torch.Generator().manual_seed(
             derive_seed(self.cfg.seed, TRAIN_STREAM, self.partition_id, int(config[SERVER_ROUND]))
@@ -114,7 +115,7 @@ class PersonalizedClient(NumPyClient):
         """Validation and test loss sums, correct and counts of the received model."""
         self._check_addressee(config)
         parameters = self._take_restored_state(parameters, config)
-        model, _ = self._load(parameters)
+        model, _ = self._load(parameters, self._head_state() if self.cfg.method.personal_head else None)
         results: dict[str, EvalResult] = {}
         for split in ("val", "test"):
             images, labels = self.data.client_split(self.partition_id, split)
@@ -148,8 +149,9 @@ class PersonalizedClient(NumPyClient):
         self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=saved)
         return parameters[:-count]
 
-    def _load(self, parameters: NDArrays) -> tuple[TargetCNN, list[torch.Tensor]]:
-        """The process's target network loaded with the received tensors (and the personal head)."""
+    def _load(self, parameters: NDArrays, head: dict[str, torch.Tensor] | None) -> tuple[TargetCNN, list[torch.Tensor]]:
+        """The process's target network loaded with the received tensors (and ``head``, the
+        personal head's state from ``_head_state``, if the method keeps one)."""
         if len(parameters) != len(self.received_names):
             raise RuntimeError(f"expected {len(self.received_names)} arrays, got {len(parameters)}")
         model = _target(self.spec, self.cfg.client.channels_last)
@@ -158,8 +160,8 @@ class PersonalizedClient(NumPyClient):
         with torch.no_grad():
             for name, tensor in zip(self.received_names, received):
                 named[name].copy_(tensor)
-            if self.cfg.method.personal_head:
-                for name, tensor in self._head_state().items():
+            if head is not None:
+                for name, tensor in head.items():
                     if not name.startswith(MOMENTUM_PREFIX):
                         named[HEAD_PREFIX + name].copy_(tensor)
         return model, received
@@ -173,14 +175,13 @@ class PersonalizedClient(NumPyClient):
             self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=fresh.state_dict())
         return dict(self.state[HEAD_RECORD].to_torch_state_dict())
 
-    def _head_optimizer(self, model: TargetCNN) -> torch.optim.SGD:
-        """SGD on the head, with its momentum restored from the previous round."""
+    def _head_optimizer(self, model: TargetCNN, head: dict[str, torch.Tensor]) -> torch.optim.SGD:
+        """SGD on the head, with its momentum restored from ``head`` (the previous round's state)."""
         h = self.cfg.method.head
         optimizer = torch.optim.SGD(model.head.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
-        saved = self._head_state()
         for name, param in model.head.named_parameters():
-            if MOMENTUM_PREFIX + name in saved:
-                optimizer.state[param]["momentum_buffer"] = saved[MOMENTUM_PREFIX + name].clone()
+            if MOMENTUM_PREFIX + name in head:
+                optimizer.state[param]["momentum_buffer"] = head[MOMENTUM_PREFIX + name].clone()
         return optimizer
 
     def _save_head(self, model: TargetCNN, optimizer: torch.optim.SGD) -> None:
