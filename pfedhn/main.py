@@ -80,6 +80,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
         client_app=make_client_app(cfg),
         num_supernodes=cfg.num_clients,
         backend=cfg.simulation.backend,
+        strategy=strategy,
         backend_config={
             "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": 0.0},
             "init_args": {"logging_level": cfg.simulation.flower_log_level, "log_to_driver": True},

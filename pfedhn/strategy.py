@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from logging import INFO
 from pathlib import Path
@@ -94,6 +95,13 @@ class PersonalizedStrategy(Strategy):
         last ``novel_rounds`` rounds only they are sampled (the method then learns
         only their embeddings). Both groups are reported apart in ``history``.
     novel_rounds : int (default: 0)
+
+    Attributes
+    ----------
+    compute : Callable[[Callable[[], Any]], Any]
+        Runs the method hooks' tensor work, ``compute(call) -> call()``; by default
+        on the calling thread. The in-process simulation points it at the thread
+        that trains the clients (see ``pfedhn.simulation``).
     """
 
     def __init__(
@@ -137,6 +145,7 @@ class PersonalizedStrategy(Strategy):
         self._restore: dict[int, NDArrays] = {}
         self._progress = progress
         self._bar: tqdm | None = None
+        self.compute: Callable[[Callable[[], Any]], Any] = call_here
 
     def __repr__(self) -> str:
         return (
@@ -248,7 +257,7 @@ class PersonalizedStrategy(Strategy):
             client = self._check_sender(proxy, res.metrics)
             self.history.bytes_received += _num_bytes(res.parameters)
             updates[client] = parameters_to_ndarrays(res.parameters)
-        metrics = self.apply_updates(server_round, updates)
+        metrics = self.compute(lambda: self.apply_updates(server_round, updates))
         self.history.round_end_times.append(time.perf_counter())
         self._progress_bar().update(1)
         if server_round == self.num_rounds:
@@ -315,7 +324,7 @@ class PersonalizedStrategy(Strategy):
     def _instruction(self, client: int, server_round: int) -> tuple[Parameters, dict[str, Scalar]]:
         """The client's model, followed by its saved state on the first contact after a resume."""
         restore = self._restore.pop(client, [])
-        parameters = ndarrays_to_parameters(self.client_parameters(client) + list(restore))
+        parameters = ndarrays_to_parameters(self.compute(lambda: self.client_parameters(client)) + list(restore))
         self.history.bytes_sent += _num_bytes(parameters)
         return parameters, {PARTITION_ID: client, SERVER_ROUND: server_round, RESTORE_ARRAYS: len(restore)}
 
@@ -344,6 +353,11 @@ class PersonalizedStrategy(Strategy):
         if self._proxies.get(client) is not proxy:
             raise ClientFailure(f"a reply claims partition {client} but came from another client")
         return client
+
+
+def call_here(call: Callable[[], Any]) -> Any:
+    """``call()`` on the calling thread: the default ``PersonalizedStrategy.compute``."""
+    return call()
 
 
 def _num_bytes(parameters: Parameters) -> int:
