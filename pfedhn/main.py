@@ -8,6 +8,7 @@ bad config or missing files), then runs the Flower simulation and writes
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -108,6 +109,10 @@ def main(cfg: DictConfig) -> None:
     except PFedHNError as error:
         log.error("%s", error)
         sys.exit(2)
+    except KeyboardInterrupt:
+        log.error("interrupted; continue from the last checkpoint with resume=<run dir>")
+        logging.shutdown()
+        os._exit(130)  # Flower's simulation threads do not stop on their own
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Running the apps under Flower's Simulation Engine, with its per-message cost cut.
 
-Two things about Flower 1.41's simulation cost a pFedHN round (one client,
-about 0.3 s of compute on a CPU) a third of its time again:
+Two things about Flower 1.41's simulation add to a pFedHN round (one client,
+about 0.3 s of compute on a CPU) and to its memory:
 
 - **Polling.** Every message passes two loops that sleep a fixed 0.1 s: the
   SuperLink side that hands instructions to the backend
@@ -9,10 +9,11 @@ about 0.3 s of compute on a CPU) a third of its time again:
   replies (``InMemoryGrid.pull_interval``). With ``simulation.poll_interval``
   below 0.1 both loops poll at that interval instead.
 - **The Ray hop.** Flower's only backend runs each ClientApp in a Ray actor: the
-  message and the node's Context are pickled to another process and back, and
-  Ray's daemons share the cores with the training. ``simulation.backend=inprocess``
-  runs the ClientApp in a worker thread of the simulation's own process instead
-  (``InProcessBackend``), one message at a time; ``ray`` keeps Flower's backend,
+  message and the node's Context are pickled to another process and back, Ray's
+  daemons share the cores with the training, and the data is loaded twice (server
+  and actor). ``simulation.backend=inprocess`` runs the ClientApp in the
+  simulation's own process instead (``InProcessBackend``), one message at a time,
+  on the main thread (see ``MainThreadCalls``); ``ray`` keeps Flower's backend,
   which can run several clients in parallel on a machine with the cores for it.
 
 Nothing else changes: the same messages, in the same order, reach the same
@@ -106,8 +107,11 @@ class MainThreadCalls:
             call, future = item
             try:
                 future.set_result(call())
-            except BaseException as error:  # handed to the submitting thread
+            except Exception as error:  # handed to the submitting thread
                 future.set_exception(error)
+            except BaseException as error:  # Ctrl-C: both threads stop
+                future.set_exception(error)
+                raise
 
     def close(self) -> None:
         self._calls.put(None)

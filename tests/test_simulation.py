@@ -1,8 +1,8 @@
-"""The in-process backend runs the ClientApp inside the simulation's own process."""
+"""The in-process backend: ClientApp calls and the strategy's tensor work on the main thread."""
 
 from __future__ import annotations
 
-import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,22 +11,51 @@ from flwr.server.superlink.fleet.vce.backend import raybackend
 from pfedhn.client_app import PersonalizedClient
 from pfedhn.config import compose
 from pfedhn.main import run
+from pfedhn.methods.pfedhn import PFedHN
+from pfedhn.simulation import MainThreadCalls
 from tests.conftest import tiny_overrides
 
 
-def test_in_process_clients_train_in_this_process(
+def test_in_process_tensor_work_runs_on_the_main_thread(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fit_pids: list[int] = []
-    stock_fit = PersonalizedClient.fit
+    threads: dict[str, list[str]] = {"fit": [], "evaluate": [], "apply_updates": []}
 
-    def recording_fit(self, parameters, config):
-        fit_pids.append(os.getpid())
-        return stock_fit(self, parameters, config)
+    def recording(cls: type, name: str) -> None:
+        stock = getattr(cls, name)
 
-    monkeypatch.setattr(PersonalizedClient, "fit", recording_fit)
+        def wrapper(self, *args):
+            threads[name].append(threading.current_thread().name)
+            return stock(self, *args)
+
+        monkeypatch.setattr(cls, name, wrapper)
+
+    recording(PersonalizedClient, "fit")
+    recording(PersonalizedClient, "evaluate")
+    recording(PFedHN, "apply_updates")
     stock_backend = raybackend.RayBackend
     history = run(compose(tiny_overrides(data_root) + ["num_rounds=3", "simulation.backend=inprocess"]), tmp_path)
-    assert fit_pids == [os.getpid()] * 3
+    main = threading.main_thread().name
+    assert threads == {"fit": [main] * 3, "evaluate": [main] * 8, "apply_updates": [main] * 3}
     assert [e.round for e in history.evaluations] == [1, 3]
     assert raybackend.RayBackend is stock_backend  # Flower's backend is back in place
+
+
+def test_main_thread_calls_return_results_and_raise_errors_to_the_submitter() -> None:
+    calls = MainThreadCalls()
+    seen: dict[str, object] = {}
+
+    def submitter() -> None:
+        seen["value"] = calls.submit(lambda: threading.current_thread().name)
+        try:
+            calls.submit(lambda: 1 / 0)
+        except ZeroDivisionError as error:
+            seen["error"] = error
+        calls.close()
+
+    thread = threading.Thread(target=submitter)
+    thread.start()
+    calls.serve()
+    thread.join()
+    assert seen["value"] == threading.main_thread().name
+    assert isinstance(seen["error"], ZeroDivisionError)
