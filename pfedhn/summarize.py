@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> str:
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(
         "Test accuracy (%) at the best-validation round, mean ± std over seeds "
-        "(`python -m pfedhn.summarize`).\n\n" + text + "\n"
+        "(population std) (`python -m pfedhn.summarize`).\n\n" + text + "\n"
     )
     args.static.mkdir(parents=True, exist_ok=True)
     grouped: dict[tuple[str, int], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
