@@ -85,7 +85,7 @@ class MainThreadCalls:
 
     Torch's OpenMP keeps one pool of worker threads per thread that starts
     parallel work. With tensor work on two threads (the ServerApp's and the
-    ClientApp's) there are two pools on two cores, and local training ran ~40 %
+    ClientApp's) there are two pools on two cores, and local training ran 40 % or more
     slower on this 2-core machine (0.42 s vs 0.21–0.30 s per CIFAR-10 round,
     ``docs/scripts/thread_split.py``; ``OMP_WAIT_POLICY=ACTIVE`` recovered most
     of it, which points at the pools sleeping and waking between parallel
