@@ -7,6 +7,7 @@ bad config or missing files), then runs the Flower simulation and writes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from pfedhn import config
+from pfedhn import config, provenance
 from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
 from pfedhn.checkpoint import Checkpoint
 from pfedhn.client_app import make_client_app
@@ -28,7 +29,7 @@ from pfedhn.errors import ConfigError, PFedHNError
 from pfedhn.methods import build_strategy
 from pfedhn.results import RunHistory
 from pfedhn.server_app import make_server_app
-from pfedhn.simulation import simulate
+from pfedhn.simulation import choose_backend, simulate
 
 log = logging.getLogger("pfedhn")
 
@@ -40,17 +41,37 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     return Checkpoint.load(path)
 
 
-def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
-    """Run the experiment of a composed config; return its history (also in ``results.json``)."""
+def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``cfg`` (a ``ConfigError`` if it holds another run)."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return False
+    saved = json.loads(path.read_text())
+    config.check_resumable(cfg, saved["config"])
+    return bool(saved["finished"]) and saved["config"]["num_rounds"] == cfg.num_rounds
+
+
+def run(cfg: DictConfig, output_dir: Path) -> RunHistory | None:
+    """Run the experiment of a composed config; return its history (also in ``results.json``).
+
+    The same command can be given again in the same directory (a sweep's cells
+    have fixed ones): a finished run there is skipped (returns None) and an
+    unfinished one continues from its last checkpoint, as with ``resume``.
+    """
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
     config.validate(cfg)
-    checkpoint = None
     if cfg.resume is not None:
         output_dir = Path(to_absolute_path(cfg.resume))
+    elif finished_in(output_dir, cfg):
+        log.info("%s holds this run, finished: skipped", output_dir)
+        return None
+    checkpoint = None
+    if cfg.resume is not None or (output_dir / CHECKPOINT_FILE).is_file():
         checkpoint = load_checkpoint(output_dir)
         config.check_resumable(cfg, checkpoint.config)
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)
-    in_process = cfg.simulation.backend == "inprocess"
+    backend = choose_backend(cfg.simulation.backend)
+    in_process = backend == "inprocess"
     torch.set_num_threads(cfg.simulation.threads if in_process else cfg.simulation.server_threads)
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
     log.info(
@@ -75,12 +96,13 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory:
     if checkpoint is not None:
         strategy.resume_from(checkpoint)
         log.info("resuming %s after round %d", output_dir, checkpoint.round)
+    history.provenance.append({**provenance.record(strategy.start_round), "backend": backend})
     log.info("%r", strategy)
     simulate(
         server_app=make_server_app(cfg, strategy),
         client_app=make_client_app(cfg),
         num_supernodes=cfg.num_clients,
-        backend=cfg.simulation.backend,
+        backend=backend,
         strategy=strategy,
         backend_config={
             "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": 0.0},

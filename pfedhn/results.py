@@ -96,9 +96,12 @@ class RunHistory:
     started: float = field(default_factory=time.time)
     round_end_times: list[float] = field(default_factory=list)  # perf_counter() after each round's update
     groups: dict[str, ClientGroup] = field(default_factory=dict)  # reported apart (novel-client runs)
+    eval_wall_times: list[float | None] = field(default_factory=list)  # run's wall time (s) at each evaluation
+    provenance: list[dict[str, Any]] = field(default_factory=list)  # one ``provenance.record`` per process
 
     def add(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)
+        self.eval_wall_times.append(time.time() - self.started)
 
     @property
     def best(self) -> Evaluation | None:
@@ -120,7 +123,9 @@ class RunHistory:
             "wall_time_s": time.time() - self.started,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            "provenance": self.provenance,
             "groups": {name: group.report(self.evaluations) for name, group in self.groups.items()},
+            "eval_wall_time_s": self.eval_wall_times,
             "history": [asdict(e) for e in self.evaluations],
         }
 
@@ -131,6 +136,8 @@ class RunHistory:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "wall_time_s": time.time() - self.started,
+            "eval_wall_times": self.eval_wall_times,
+            "provenance": self.provenance,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -141,6 +148,9 @@ class RunHistory:
         self.bytes_sent = state["bytes_sent"]
         self.bytes_received = state["bytes_received"]
         self.started = time.time() - state["wall_time_s"]
+        # checkpoints written before these were recorded lack them
+        self.eval_wall_times = list(state.get("eval_wall_times", [None] * len(self.evaluations)))
+        self.provenance = list(state.get("provenance", []))
 
     def write(self, path: Path, finished: bool = False) -> None:
         """Write ``results.json`` atomically (a reader never sees half a file)."""

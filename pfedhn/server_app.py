@@ -8,7 +8,7 @@ from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pfedhn import config
+from pfedhn import config, provenance
 from pfedhn.methods import build_strategy
 from pfedhn.results import RunHistory
 from pfedhn.simulation import PollingServerApp
@@ -28,6 +28,7 @@ def _deployment_server_fn(context: Context) -> ServerAppComponents:
     """``flwr run``: compose the config from the run config; results go to ``outputs/flwr/``."""
     cfg = config.from_run_config(context.run_config)
     history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True))
+    history.provenance.append(provenance.record(from_round=0))
     strategy = build_strategy(
         cfg,
         history=history,

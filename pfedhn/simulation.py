@@ -18,11 +18,16 @@ about 0.3 s of compute on a CPU) and to its memory:
 
 Nothing else changes: the same messages, in the same order, reach the same
 ClientApp through Flower's SuperLink, and the same Context is kept per node.
+
+Both rely on private Flower names (``pfedhn.flower_internals``). ``choose_backend``
+checks them once at start; where the installed Flower differs, the run falls
+back to ``stock``: Flower's engine as shipped (Ray, 0.1 s polling), untouched.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -39,22 +44,68 @@ from flwr.server.superlink.fleet.vce.backend import Backend, BackendConfig
 from flwr.server.superlink.linkstate import LinkState
 from flwr.simulation import run_simulation
 
+from pfedhn import flower_internals
 from pfedhn.strategy import PersonalizedStrategy, call_here
 
 FLOWER_POLL_INTERVAL = 0.1
-BACKENDS = ("inprocess", "ray")
+BACKENDS = ("inprocess", "ray", "stock")  # stock: Flower's engine untouched (Ray, 0.1 s polling)
+STOCK_COST = "STOCK_COST_TBD"
+log = logging.getLogger("pfedhn")
+
+
+def choose_backend(requested: str) -> str:
+    """The backend a run uses: ``requested`` (one of ``BACKENDS``), or ``stock`` when the
+    installed Flower no longer matches the private names that ``inprocess`` and ``ray``
+    replace (``flower_internals.problems``); a fallback is logged as one line saying why."""
+    if requested == "stock":
+        return requested
+    found = flower_internals.problems()
+    if found:
+        log.warning(
+            "simulation.backend=%s needs Flower internals that flwr %s changed (%s); "
+            "running Flower's stock engine instead (Ray, 0.1 s polling): %s",
+            requested,
+            flwr_version(),
+            "; ".join(found),
+            STOCK_COST,
+        )
+        return "stock"
+    if flwr_version() not in flower_internals.VERIFIED_FLOWER:
+        log.info(
+            "flwr %s: the %s engine was verified on flwr %s only; every Flower name it replaces still matches",
+            flwr_version(),
+            requested,
+            ", ".join(flower_internals.VERIFIED_FLOWER),
+        )
+    return requested
+
+
+def flwr_version() -> str:
+    from importlib.metadata import version
+
+    return version("flwr")
+
+
+class _HideRunSimulationDeprecation(logging.Filter):
+    """Drops Flower's warning that ``run_simulation`` is deprecated (see ``simulate``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
 _stock_add_messages_to_queue = vce_api.add_messages_to_queue
 
 
 class PollingServerApp(ServerApp):
-    """A ServerApp whose in-memory grid polls for replies every ``pull_interval`` seconds."""
+    """A ServerApp whose in-memory grid polls for replies every ``pull_interval`` seconds
+    (None: Flower's grid as it is)."""
 
-    def __init__(self, *args: Any, pull_interval: float = FLOWER_POLL_INTERVAL, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pull_interval: float | None = FLOWER_POLL_INTERVAL, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pull_interval = pull_interval
 
     def __call__(self, grid: Grid, context: Context) -> None:
-        if hasattr(grid, "pull_interval"):
+        if self.pull_interval is not None and hasattr(grid, "pull_interval"):
             grid.pull_interval = self.pull_interval
         super().__call__(grid, context)
 
@@ -166,22 +217,35 @@ def simulate(
     backend_config: dict[str, Any],
     strategy: PersonalizedStrategy,
 ) -> None:
-    """``flwr.simulation.run_simulation`` on ``backend`` (one of ``BACKENDS``), with the
-    SuperLink polling at the server app's interval.
+    """``flwr.simulation.run_simulation`` on ``backend`` (one of ``BACKENDS``; pick it
+    with ``choose_backend``), with the SuperLink polling at the server app's interval.
 
     Flower 1.41's engine builds its backend by name from ``raybackend.RayBackend``;
     for ``inprocess`` that name points at ``InProcessBackend`` while the simulation
     runs, the simulation runs in a secondary thread, and this (main) thread runs
     the ClientApp calls and ``strategy``'s tensor work (``strategy.compute``).
+    ``stock`` touches nothing of Flower's.
+
+    ``run_simulation`` is deprecated since flwr 1.28 with no removal version; its
+    warning (which Flower prints on each call) is replaced by one line saying
+    what it means here.
     """
     from flwr.server.superlink.fleet.vce.backend import raybackend  # imports Ray
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    log.info(
+        "Flower's run_simulation, which runs this simulation, is deprecated (no removal version yet); "
+        "`flwr run .` runs the same apps (EXTENDED_README.md, 'flwr run')"
+    )
     ray_backend = raybackend.RayBackend
-    interval = server_app.pull_interval
-    if interval < FLOWER_POLL_INTERVAL:
-        vce_api.add_messages_to_queue = _polling_add_messages_to_queue(interval)
+    if backend == "stock":
+        server_app.pull_interval = None
+    elif server_app.pull_interval is not None and server_app.pull_interval < FLOWER_POLL_INTERVAL:
+        vce_api.add_messages_to_queue = _polling_add_messages_to_queue(server_app.pull_interval)
+    hide_deprecation = _HideRunSimulationDeprecation()
+    flower_logger = logging.getLogger("flwr")
+    flower_logger.addFilter(hide_deprecation)
 
     def run() -> None:
         run_simulation(
@@ -192,7 +256,7 @@ def simulate(
         )
 
     try:
-        if backend == "ray":
+        if backend != "inprocess":
             run()
         else:
             calls = MainThreadCalls()
@@ -200,6 +264,7 @@ def simulate(
             strategy.compute = calls.submit
             _run_beside(run, calls)
     finally:
+        flower_logger.removeFilter(hide_deprecation)
         vce_api.add_messages_to_queue = _stock_add_messages_to_queue
         raybackend.RayBackend = ray_backend
         strategy.compute = call_here

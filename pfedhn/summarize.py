@@ -25,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pfedhn.provenance import versions_label  # noqa: E402
+
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 METHOD_LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC"}
 
@@ -90,11 +92,34 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def provenance_table(runs: list[Run]) -> str:
+    """What produced each run behind the table: library versions, commit(s), wall time."""
+    lines = [
+        "| method | dataset, clients | seed | rounds | versions | commit | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(runs, key=lambda r: (r.method, list(DATASET_LABELS).index(r.dataset), r.clients, r.seed))
+    for run in order:
+        records = run.result.get("provenance", [])
+        commits = "+".join(
+            f"{(r.get('commit') or 'no git')[:7]}{' (dirty)' if r.get('dirty') else ''}" for r in records
+        )
+        recorded = "" if all(r.get("recorded", True) for r in records) else " (not recorded by the run)"
+        wall = run.result.get("wall_time_s")
+        lines.append(
+            f"| {METHOD_LABELS.get(run.method, run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+            f"{run.clients} | {run.seed} | {run.rounds_done} | {versions_label(records)}{recorded} | "
+            f"{commits or '–'} | {'–' if wall is None else f'{wall / 60:.0f} min'} |"
+        )
+    return "\n".join(lines)
+
+
 def novel_table(runs: list[Run]) -> str:
     """Seen vs novel clients' test accuracy (each at its group's best validation)."""
     lines = [
-        "| method | dataset, clients (novel) | rounds (+ novel rounds) | seen clients | novel clients | gap |",
-        "|---|---|---|---|---|---|",
+        "| method | dataset, clients (novel) | rounds (+ novel rounds) | seen clients | novel clients | gap "
+        "| versions |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         cfg, groups = run.result["config"], run.result["groups"]
@@ -102,7 +127,7 @@ def novel_table(runs: list[Run]) -> str:
         lines.append(
             f"| {METHOD_LABELS.get(run.method, run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
             f"{run.clients} ({cfg['novel']['clients']}) | {cfg['num_rounds']} (+ {cfg['novel']['rounds']}) | "
-            f"{seen:.2f} | {novel:.2f} | {seen - novel:.2f} |"
+            f"{seen:.2f} | {novel:.2f} | {seen - novel:.2f} | {versions_label(run.result.get('provenance', []))} |"
         )
     return "\n".join(lines)
 
@@ -183,6 +208,8 @@ def main(argv: list[str] | None = None) -> str:
     runs = [r for r in found if not r.result.get("groups")]
     novel = [r for r in found if r.result.get("groups")]
     text = table(runs) if runs else ""
+    if runs:
+        text += "\n\nWhat produced each run (`provenance` in its results.json):\n\n" + provenance_table(runs)
     if novel:
         text += "\n\n" if text else ""
         text += "Novel clients (paper Sec. 5.3): test accuracy (%) of each group at its best validation.\n\n"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from pfedhn.provenance import git_state
 from tests.conftest import run_pfedhn, tiny_overrides
 
 
@@ -37,6 +40,17 @@ def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_p
         assert 0.0 <= results["test_accuracy"] <= 1.0
         assert len(best["test"]["client_accuracy"]) == 4
         assert results["bytes_sent"] > 0 and results["bytes_received"] > 0
+        assert len(results["eval_wall_time_s"]) == 3 and results["eval_wall_time_s"] == sorted(
+            results["eval_wall_time_s"]
+        )
+        (record,) = results["provenance"]
+        assert {k: record[k] for k in ("from_round", "backend", "python")} == {
+            "from_round": 0,
+            "backend": "inprocess",
+            "python": platform.python_version(),
+        }
+        assert all(record[name] == metadata.version(name) for name in ("flwr", "torch", "torchvision"))
+        assert record["commit"] == git_state()[0] and record["torch_threads"] == 2
 
 
 def test_the_same_command_gives_the_same_numbers(data_root: Path, tmp_path: Path) -> None:

@@ -7,7 +7,13 @@ from pfedhn.summarize import main
 
 
 def write_run(
-    directory: Path, method: str, seed: int, test_at_best: float, rounds: int = 61, planned: int = 61
+    directory: Path,
+    method: str,
+    seed: int,
+    test_at_best: float,
+    rounds: int = 61,
+    planned: int = 61,
+    provenance: list[dict] | None = None,
 ) -> None:
     history = []
     for i, r in enumerate(range(1, rounds + 1, 30)):
@@ -30,6 +36,8 @@ def write_run(
         "history": history,
         "best_val_round": 31,
         "test_accuracy": test_at_best,
+        "wall_time_s": 600.0,
+        "provenance": provenance or [],
     }
     directory.mkdir(parents=True)
     (directory / "results.json").write_text(json.dumps(result))
@@ -38,11 +46,26 @@ def write_run(
 def test_table_pools_seeds_and_states_scale(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     write_run(runs / "a", "pfedhn", 0, 0.80)
-    write_run(runs / "b", "pfedhn", 1, 0.90)
+    versions = {"flwr": "1.41.0", "torch": "2.14.1", "torchvision": "0.29.1"}
+    write_run(
+        runs / "b",
+        "pfedhn",
+        1,
+        0.90,
+        provenance=[
+            {"from_round": 0, "commit": "a" * 40, "dirty": False, **versions},
+            {"from_round": 31, "commit": "b" * 40, "dirty": True, **versions, "flwr": "1.42.0"},
+        ],
+    )
     write_run(runs / "c", "pfedhn_pc", 0, 0.85, rounds=31, planned=5000)
     text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
     assert "| pFedHN | 85.00 ± 5.00 (61 rounds, 2 seeds) |" in text
     assert "| pFedHN-PC | 85.00 (31 of 5000 rounds, unfinished, 1 seed) |" in text
+    assert (
+        "| pFedHN | CIFAR-10, 2 | 1 | 61 | flwr 1.41.0+1.42.0, torch 2.14.1, torchvision 0.29.1 "
+        "| aaaaaaa+bbbbbbb (dirty) | 10 min |" in text
+    )
+    assert "| pFedHN | CIFAR-10, 2 | 0 | 61 | unrecorded | – | 10 min |" in text
     assert (tmp_path / "table.md").read_text().endswith(text + "\n")
     assert {p.name for p in (tmp_path / "static").iterdir()} == {"curve_cifar10_2.png", "clients_cifar10_2.png"}
 
@@ -67,5 +90,5 @@ def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
     (tmp_path / "runs" / "n").mkdir(parents=True)
     (tmp_path / "runs" / "n" / "results.json").write_text(json.dumps(result))
     text = main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
-    assert "| pFedHN | MNIST, 5 (1) | 4 (+ 2) | 90.00 | 80.00 | 10.00 |" in text
+    assert "| pFedHN | MNIST, 5 (1) | 4 (+ 2) | 90.00 | 80.00 | 10.00 | unrecorded |" in text
     assert (tmp_path / "s" / "novel_pfedhn_mnist_5.png").is_file()
