@@ -93,9 +93,11 @@ class ReferenceStyleDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index])), self.labels[index]
 
 
-def reference_fit(cfg: DictConfig, loader: DataLoader, model: TargetCNN, sent: list[np.ndarray]) -> list[np.ndarray]:
+def reference_fit(
+    cfg: DictConfig, loader: DataLoader, model: TargetCNN, message: tuple[list[np.ndarray], dict]
+) -> list[np.ndarray]:
     """The official client loop: load θ̃, 50 × [next(iter(loader)), SGD step]; return θ − θ̃."""
-    received = [torch.tensor(a) for a in sent]
+    received = [torch.tensor(a) for a in message[0]]
     with torch.no_grad():
         for param, tensor in zip(model.parameters(), received):
             param.copy_(tensor)
@@ -129,17 +131,17 @@ def loop_rounds(cfg: DictConfig, rounds: int, reference: bool) -> dict[str, list
             )
             for c in range(cfg.num_clients)
         ]
-        fit = lambda c, r, sent: reference_fit(cfg, loaders[c], model, sent)
+        fit = lambda c, r, message: reference_fit(cfg, loaders[c], model, message)
     else:
-        fit = lambda c, r, sent: clients[c].fit(sent, {"partition_id": c, "server_round": r})[0]
+        fit = lambda c, r, message: clients[c].fit(*message)[0]
     sampler = np.random.default_rng(cfg.seed)
     times: dict[str, list[float]] = {"round": [], "generate": [], "fit": [], "update": []}
     for server_round in range(1, rounds + 1):
         client = int(sampler.integers(cfg.num_clients))
         t0 = time.perf_counter()
-        sent = strategy.client_parameters(client)
+        message = strategy.message(client, server_round, training=True)
         t1 = time.perf_counter()
-        delta = fit(client, server_round, sent)
+        delta = strategy.named_update(client, fit(client, server_round, message))
         t2 = time.perf_counter()
         strategy.apply_updates(server_round, {client: delta})
         t3 = time.perf_counter()
@@ -175,7 +177,7 @@ def summarize(times: dict[str, list[float]], warmup: int, inner_steps: int) -> d
 FLOWER_KINDS = {
     "flower": [],
     "flower-ray": ["simulation.backend=ray"],
-    "flower-stock": ["simulation.backend=ray", "simulation.poll_interval=0.1"],
+    "flower-stock": ["simulation.backend=stock"],
 }
 
 

@@ -2,9 +2,10 @@
 
 A checkpoint holds the method's server state (for pFedHN: hypernetwork,
 embeddings and optimizer momentum), the client sampler's RNG state, the
-evaluation history, and every client's own state (pFedHN-PC heads and their
-momentum). Local batches and head initializations are drawn from seeds derived
-from (seed, client, round), so nothing else is needed for a resumed run to
+evaluation history, and every client's own store (what its method keeps on
+the client: pFedHN-PC's head and its momentum, HeurpFedLA's local layers).
+Local batches and head initializations are drawn from seeds derived from
+(seed, client, round), so nothing else is needed for a resumed run to
 give the same numbers as an uninterrupted one.
 """
 
@@ -30,7 +31,7 @@ class Checkpoint:
     server: dict[str, Any]
     sampler: dict[str, Any]
     history: dict[str, Any]
-    clients: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    clients: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # client → its store
     config: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
@@ -43,8 +44,8 @@ class Checkpoint:
             "history": json.dumps(self.history),
             "config": json.dumps(self.config),
             "clients": {
-                str(c): [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
-                for c, arrays in self.clients.items()
+                str(c): {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in store.items()}
+                for c, store in self.clients.items()
             },
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,5 +63,5 @@ class Checkpoint:
             sampler=json.loads(payload["sampler"]),
             history=json.loads(payload["history"]),
             config=json.loads(payload["config"]),
-            clients={int(c): [t.numpy() for t in arrays] for c, arrays in payload["clients"].items()},
+            clients={int(c): {n: t.numpy() for n, t in store.items()} for c, store in payload["clients"].items()},
         )

@@ -2,8 +2,11 @@
 
 A client's identity is its data partition, ``context.node_config["partition-id"]``
 (never Flower's random node id). It trains what the server sends, returns the
-change, and keeps whatever its method keeps locally (pFedHN-PC: the classifier
-head and that head's optimizer state) in ``context.state`` across rounds.
+change, and keeps what each instruction says it keeps (``pfedhn.strategy.KEEP``:
+pFedHN-PC's classifier head and its momentum, HeurpFedLA's local layers) in its
+store, ``context.state``, across rounds. What it keeps is named by the server and
+initialized as the method's ``ClientSide`` says: the client itself has no
+per-method branch.
 """
 
 from __future__ import annotations
@@ -15,19 +18,19 @@ import torch
 from flwr.app import ArrayRecord, Context, RecordDict
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import NDArrays, Scalar
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pfedhn import config
 from pfedhn.dataset import FederatedData, load_federated
-from pfedhn.model import HEAD_PREFIX, ModelSpec, TargetCNN, make_head, parameter_shapes
-from pfedhn.strategy import PARTITION_ID, RESTORE_ARRAYS, SERVER_ROUND
+from pfedhn.methods import client_side
+from pfedhn.model import ModelSpec, TargetCNN
+from pfedhn.strategy import KEEP, KEPT, PARTITION_ID, RESTORE, SENT, SERVER_ROUND, split_names
 from pfedhn.train import EvalResult, evaluate, train_local
 from pfedhn.utils import derive_seed
 
-HEAD_RECORD = "personal_head"
-HEAD_STATE_KEYS = ("weight", "bias", "momentum.weight", "momentum.bias")
-TRAIN_STREAM, HEAD_STREAM = 2, 3  # tags that keep derived seeds of different uses apart
-MOMENTUM_PREFIX = "momentum."
+STORE = "kept"  # the Context.state record holding what this client keeps
+MOMENTUM_PREFIX = "momentum."  # store entries holding a kept parameter's momentum
+TRAIN_STREAM = 2  # tag that keeps the local batches' derived seeds apart from other uses
 
 
 @functools.lru_cache(maxsize=4)
@@ -42,54 +45,50 @@ def _target(spec: ModelSpec, channels_last: bool) -> TargetCNN:
 
 
 class PersonalizedClient(NumPyClient):
-    """Trains and evaluates the model the server generated for this partition.
+    """Trains and evaluates the model the server sent for this partition.
 
     Parameters
     ----------
     partition_id : int
-        This client's data partition, which is also the embedding it must receive.
+        This client's data partition, which is also the model it must receive.
     cfg : DictConfig
         The run's composed config (see ``conf/config.yaml``).
     state : RecordDict
-        ``Context.state``: where the personal head lives between rounds.
+        ``Context.state``: where the kept parameters live between rounds.
     """
 
     def __init__(self, partition_id: int, cfg: DictConfig, state: RecordDict) -> None:
         self.partition_id = partition_id
         self.cfg = cfg
         self.state = state
+        self.side = client_side(cfg)
         self.spec = config.model_spec(cfg)
         self.norm = config.normalization(cfg)
         self.data: FederatedData = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
-        self.received_names = list(parameter_shapes(self.spec, cfg.method.personal_head))
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
-        return {PARTITION_ID: self.partition_id}
+        """Its partition id and the names of its store (``get_parameters``' order)."""
+        return {PARTITION_ID: self.partition_id, KEPT: ",".join(self._store())}
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
-        """This client's own state, for the server's checkpoints: pFedHN-PC's head and its
-        momentum (zeros before the first step, which SGD treats the same), else nothing."""
+        """This client's store, for the server's checkpoints."""
         self._check_addressee(config)
-        if not self.cfg.method.personal_head:
-            return []
-        state = self._head_state()
-        return [
-            state.get(key, torch.zeros_like(state[key.removeprefix(MOMENTUM_PREFIX)])).numpy()
-            for key in HEAD_STATE_KEYS
-        ]
+        return [tensor.numpy() for tensor in self._store().values()]
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        """Train the received weights; return (trained − received, #train samples, metrics)."""
-        self._check_addressee(config)
-        parameters = self._take_restored_state(parameters, config)
-        head = self._head_state() if self.cfg.method.personal_head else None
-        model, received = self._load(parameters, head)
+        """Train sent and kept parameters; store the kept ones; return (trained − sent of the
+        others, #train samples, metrics)."""
+        sent, keep = self._read(parameters, config)
+        store = self._store()
+        model = self._load(sent, keep, store)
         named = dict(model.named_parameters())
-        body = [named[name] for name in self.received_names]
+        returned = [name for name in sent if name not in keep]
+        own_optimizer = self.side.kept_optimizer is not None
+        shared = [named[n] for n in returned] + ([] if own_optimizer else [named[n] for n in keep])
         c = self.cfg.client
-        optimizers = [torch.optim.SGD(body, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
-        if head is not None:
-            optimizers.append(self._head_optimizer(model, head))
+        optimizers = [torch.optim.SGD(shared, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
+        if own_optimizer and keep:
+            optimizers.append(self._kept_optimizer(named, keep, store))
         images, labels = self.data.client_split(self.partition_id, "train")
         generator = torch.Generator().manual_seed(
             derive_seed(self.cfg.seed, TRAIN_STREAM, self.partition_id, int(config[SERVER_ROUND]))
@@ -102,20 +101,19 @@ class PersonalizedClient(NumPyClient):
             steps=c.inner_steps,
             batch_size=c.batch_size,
             optimizers=optimizers,
-            clipped=body,
+            clipped=shared,
             grad_clip=c.grad_clip,
             generator=generator,
         )
-        if self.cfg.method.personal_head:
-            self._save_head(model, optimizers[-1])
-        delta = [(param.detach() - start).contiguous().numpy() for param, start in zip(body, received)]
+        self._save(named, keep, optimizers[-1] if own_optimizer else None)
+        delta = [(named[name].detach() - torch.tensor(sent[name])).contiguous().numpy() for name in returned]
         return delta, len(labels), {PARTITION_ID: self.partition_id, "train_loss": loss}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
-        """Validation and test loss sums, correct and counts of the received model."""
-        self._check_addressee(config)
-        parameters = self._take_restored_state(parameters, config)
-        model, _ = self._load(parameters, self._head_state() if self.cfg.method.personal_head else None)
+        """Validation and test loss sums, correct and counts of the sent model with the kept
+        parameters in place (the store is left as it is)."""
+        sent, keep = self._read(parameters, config)
+        model = self._load(sent, keep, self._store())
         results: dict[str, EvalResult] = {}
         for split in ("val", "test"):
             images, labels = self.data.client_split(self.partition_id, split)
@@ -140,57 +138,69 @@ class PersonalizedClient(NumPyClient):
                 f"client of partition {self.partition_id} received the model of partition {config[PARTITION_ID]}"
             )
 
-    def _take_restored_state(self, parameters: NDArrays, config: dict[str, Scalar]) -> NDArrays:
-        """Install the state a resumed server hands back (the trailing arrays); return the rest."""
-        count = int(config.get(RESTORE_ARRAYS, 0))
-        if count == 0:
-            return parameters
-        saved = {key: torch.tensor(np.asarray(a)) for key, a in zip(HEAD_STATE_KEYS, parameters[-count:], strict=True)}
-        self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=saved)
-        return parameters[:-count]
+    def _read(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[dict[str, np.ndarray], list[str]]:
+        """(sent name → array, kept names) of an instruction; a restored store (trailing
+        arrays, after a resume) replaces this client's store first."""
+        self._check_addressee(config)
+        sent_names, restore = split_names(config[SENT]), split_names(config.get(RESTORE, ""))
+        if len(parameters) != len(sent_names) + len(restore):
+            raise RuntimeError(f"expected {len(sent_names) + len(restore)} arrays, got {len(parameters)}")
+        if restore:
+            saved = parameters[len(sent_names) :]
+            self.state[STORE] = ArrayRecord(
+                torch_state_dict={name: torch.tensor(np.asarray(a)) for name, a in zip(restore, saved)}
+            )
+        sent = {name: np.asarray(a) for name, a in zip(sent_names, parameters)}
+        return sent, split_names(config[KEEP])
 
-    def _load(self, parameters: NDArrays, head: dict[str, torch.Tensor] | None) -> tuple[TargetCNN, list[torch.Tensor]]:
-        """The process's target network loaded with the received tensors (and ``head``, the
-        personal head's state from ``_head_state``, if the method keeps one)."""
-        if len(parameters) != len(self.received_names):
-            raise RuntimeError(f"expected {len(self.received_names)} arrays, got {len(parameters)}")
+    def _store(self) -> dict[str, torch.Tensor]:
+        return dict(self.state[STORE].to_torch_state_dict()) if STORE in self.state else {}
+
+    def _load(self, sent: dict[str, np.ndarray], keep: list[str], store: dict[str, torch.Tensor]) -> TargetCNN:
+        """The process's target network with every parameter set: kept ones from ``store``
+        (or, the first time, from the method's ``init_kept``), the rest from ``sent``."""
         model = _target(self.spec, self.cfg.client.channels_last)
         named = dict(model.named_parameters())
-        received = [torch.tensor(np.asarray(array)) for array in parameters]
+        values = {name: torch.tensor(array) for name, array in sent.items()}
+        missing = [name for name in keep if name not in sent and name not in store]
+        if missing and self.side.init_kept is not None:
+            store = {**self.side.init_kept(self.cfg, self.partition_id), **store}
+        for name in keep:
+            if name not in sent:
+                if name not in store:
+                    raise RuntimeError(f"client {self.partition_id} keeps no {name} and was not sent it")
+                values[name] = store[name]
+        if set(values) != set(named):
+            raise RuntimeError(f"parameters neither sent nor kept: {sorted(set(named) - set(values))}")
         with torch.no_grad():
-            for name, tensor in zip(self.received_names, received):
-                named[name].copy_(tensor)
-            if head is not None:
-                for name, tensor in head.items():
-                    if not name.startswith(MOMENTUM_PREFIX):
-                        named[HEAD_PREFIX + name].copy_(tensor)
-        return model, received
+            for name, param in named.items():
+                param.copy_(values[name])
+        return model
 
-    def _head_state(self) -> dict[str, torch.Tensor]:
-        """The personal head (and its momentum), freshly initialized on first use."""
-        if HEAD_RECORD not in self.state:
-            with torch.random.fork_rng():
-                torch.manual_seed(derive_seed(self.cfg.seed, HEAD_STREAM, self.partition_id))
-                fresh = make_head(self.spec)
-            self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=fresh.state_dict())
-        return dict(self.state[HEAD_RECORD].to_torch_state_dict())
-
-    def _head_optimizer(self, model: TargetCNN, head: dict[str, torch.Tensor]) -> torch.optim.SGD:
-        """SGD on the head, with its momentum restored from ``head`` (the previous round's state)."""
-        h = self.cfg.method.head
-        optimizer = torch.optim.SGD(model.head.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
-        for name, param in model.head.named_parameters():
-            if MOMENTUM_PREFIX + name in head:
-                optimizer.state[param]["momentum_buffer"] = head[MOMENTUM_PREFIX + name].clone()
+    def _kept_optimizer(
+        self, named: dict[str, torch.nn.Parameter], keep: list[str], store: dict[str, torch.Tensor]
+    ) -> torch.optim.SGD:
+        """SGD on the kept parameters with the method's settings, momentum restored from the store."""
+        settings = OmegaConf.select(self.cfg, self.side.kept_optimizer)
+        params = [named[name] for name in keep]
+        optimizer = torch.optim.SGD(
+            params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+        for name, param in zip(keep, params):
+            if MOMENTUM_PREFIX + name in store:
+                optimizer.state[param]["momentum_buffer"] = store[MOMENTUM_PREFIX + name].clone()
         return optimizer
 
-    def _save_head(self, model: TargetCNN, optimizer: torch.optim.SGD) -> None:
-        state = {name: param.detach().clone() for name, param in model.head.named_parameters()}
-        for name, param in model.head.named_parameters():
-            buffer = optimizer.state[param].get("momentum_buffer")
-            if buffer is not None:
-                state[MOMENTUM_PREFIX + name] = buffer.clone()
-        self.state[HEAD_RECORD] = ArrayRecord(torch_state_dict=state)
+    def _save(self, named: dict[str, torch.nn.Parameter], keep: list[str], optimizer: torch.optim.SGD | None) -> None:
+        """The store becomes the kept parameters as trained (and their momentum, if the method
+        keeps its own optimizer for them); a kept parameter of earlier rounds not kept now is dropped."""
+        store = {name: named[name].detach().clone() for name in keep}
+        if optimizer is not None:
+            for name in keep:
+                buffer = optimizer.state[named[name]].get("momentum_buffer")
+                if buffer is not None:
+                    store[MOMENTUM_PREFIX + name] = buffer.clone()
+        self.state[STORE] = ArrayRecord(torch_state_dict=store)
 
 
 def make_client_app(cfg: DictConfig | None = None) -> ClientApp:

@@ -27,6 +27,10 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _non_negative(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
@@ -58,14 +62,6 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "client.grad_clip": (_positive, "a positive number"),
     "client.channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "model.n_kernels": (_positive_int, "a positive integer"),
-    "hypernetwork.hidden_dim": (_positive_int, "a positive integer"),
-    "hypernetwork.n_hidden": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
-    "hypernetwork.embed_dim": (lambda v: v is None or _positive_int(v), "null (auto) or a positive integer"),
-    "method.server.lr": (_positive, "a positive number"),
-    "method.server.embed_lr": (lambda v: v is None or _positive(v), "null (= lr) or a positive number"),
-    "method.server.momentum": (_non_negative, "a non-negative number"),
-    "method.server.weight_decay": (_non_negative, "a non-negative number"),
-    "method.server.grad_clip": (_positive, "a positive number"),
     "simulation.backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
     "simulation.threads": (_positive_int, "a positive integer"),
     "simulation.server_threads": (_positive_int, "a positive integer"),
@@ -73,10 +69,33 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "simulation.client_cpus": (_positive, "a positive number"),
 }
 
-HEAD_CHECKS = {
+Checks = dict[str, tuple[Callable[[Any], bool], str]]
+
+PFEDHN_CHECKS: Checks = {
+    "hypernetwork.hidden_dim": (_positive_int, "a positive integer"),
+    "hypernetwork.n_hidden": (_non_negative_int, "a non-negative integer"),
+    "hypernetwork.embed_dim": (lambda v: v is None or _positive_int(v), "null (auto) or a positive integer"),
+    "method.server.lr": (_positive, "a positive number"),
+    "method.server.embed_lr": (lambda v: v is None or _positive(v), "null (= lr) or a positive number"),
+    "method.server.momentum": (_non_negative, "a non-negative number"),
+    "method.server.weight_decay": (_non_negative, "a non-negative number"),
+    "method.server.grad_clip": (_positive, "a positive number"),
+    "method.personal_head": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+HEAD_CHECKS: Checks = {
     "method.head.lr": (_positive, "a positive number"),
     "method.head.momentum": (_non_negative, "a non-negative number"),
     "method.head.weight_decay": (_non_negative, "a non-negative number"),
+}
+
+PFEDLA_CHECKS: Checks = {
+    "method.local_layers": (_non_negative_int, "a non-negative integer (HeurpFedLA's K; 0: pFedLA)"),
+    "method.hypernetwork.embed_dim": (_positive_int, "a positive integer"),
+    "method.hypernetwork.hidden_dim": (_positive_int, "a positive integer"),
+    "method.hypernetwork.n_hidden": (_non_negative_int, "a non-negative integer"),
+    "method.server.lr": (_positive, "a positive number"),
+    "method.server.momentum": (_non_negative, "a non-negative number"),
 }
 
 
@@ -88,7 +107,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
     if cfg.method.strategy not in METHODS:
         raise ConfigError("method.strategy", f"unknown {cfg.method.strategy!r}; choose one of {sorted(METHODS)}")
-    checks = dict(CHECKS, **(HEAD_CHECKS if cfg.method.personal_head else {}))
+    checks = dict(CHECKS, **METHODS[cfg.method.strategy].checks(cfg))
     for key, (ok, expected) in checks.items():
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         if not ok(value):

@@ -117,3 +117,48 @@ def make_hypernetwork_optimizer(
         momentum=momentum,
         weight_decay=weight_decay,
     )
+
+
+class LayerWeights(nn.Module):
+    """pFedLA's hypernetwork of one client: its embedding → MLP → one head per layer.
+
+    ``v`` (embed_dim) → ``n_hidden`` × [Linear(·, hidden), ReLU] → for each of
+    ``num_layers`` layers a Linear(hidden, num_clients) (weights U(0, 1), bias 0,
+    as both public re-implementations) → ReLU. ``forward()`` returns the raw,
+    non-negative scores (num_layers, num_clients); ``normalize_rows`` turns them
+    into aggregation weights.
+    """
+
+    def __init__(
+        self, num_layers: int, num_clients: int, embed_dim: int = 100, hidden_dim: int = 100, n_hidden: int = 3
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Parameter(torch.randn(embed_dim))  # nn.Embedding's N(0, 1)
+        layers: list[nn.Module] = []
+        for i in range(n_hidden):
+            layers += [nn.Linear(embed_dim if i == 0 else hidden_dim, hidden_dim), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers)
+        self.heads = nn.ModuleList(
+            nn.Linear(hidden_dim if n_hidden else embed_dim, num_clients) for _ in range(num_layers)
+        )
+        for head in self.heads:
+            nn.init.uniform_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self) -> torch.Tensor:
+        """(num_layers, num_clients) non-negative scores."""
+        features = self.mlp(self.embedding)
+        return torch.stack([torch.relu(head(features)) for head in self.heads])
+
+
+def normalize_rows(scores: torch.Tensor, own: int) -> torch.Tensor:
+    """Each row of ``scores`` (layers, clients) divided by its sum; a row that is all zero
+    (every ReLU off) becomes one-hot on client ``own``: that layer is not aggregated."""
+    sums = scores.sum(dim=1, keepdim=True)
+    dead = sums.squeeze(1) == 0
+    weights = scores / torch.where(sums == 0, torch.ones_like(sums), sums)
+    if dead.any():
+        one_hot = torch.zeros_like(scores[0])
+        one_hot[own] = 1.0
+        weights = torch.where(dead.unsqueeze(1), one_hot, weights)
+    return weights

@@ -62,3 +62,9 @@ def parameter_shapes(spec: ModelSpec, personal_head: bool) -> dict[str, torch.Si
         for name, param in TargetCNN(spec).named_parameters()
         if not (personal_head and name.startswith(HEAD_PREFIX))
     }
+
+
+def head_names(spec: ModelSpec) -> tuple[str, ...]:
+    """Names of the classifier head's parameters (``head.weight``, ``head.bias``); draws no random numbers."""
+    with torch.random.fork_rng():
+        return tuple(name for name, _ in TargetCNN(spec).named_parameters() if name.startswith(HEAD_PREFIX))

@@ -6,6 +6,12 @@ and its client list has no order, so before the first round the strategy asks
 every client for its partition id (``get_properties``) and keeps the map; each
 instruction then carries the partition id it was made for, and the client
 refuses one that is not its own.
+
+What a client keeps is the method's choice, made per instruction: a
+``ClientModel`` names the arrays sent and the parameters the client takes from
+its own store instead (``keep``); the client returns the change of the sent
+parameters it does not keep. Both sides only follow these names, so no method
+needs a branch in the client or in this base.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from logging import INFO
 from pathlib import Path
 from typing import Any
@@ -44,7 +51,56 @@ from pfedhn.results import ClientGroup, Evaluation, RunHistory, SplitMetrics
 
 PARTITION_ID = "partition_id"
 SERVER_ROUND = "server_round"
-RESTORE_ARRAYS = "restore_arrays"  # how many trailing arrays of an instruction are the client's own saved state
+# instruction config keys, each a comma-joined list of parameter names:
+SENT = "sent"  # the instruction's arrays, in order
+KEEP = "keep"  # parameters the client takes from its own store, trains and keeps (never returned)
+RESTORE = "restore"  # trailing arrays: the client's own state from a checkpoint, to put back in its store
+KEPT = "kept"  # get_properties: the names in the client's store, in get_parameters' order
+
+
+def join_names(names: list[str] | tuple[str, ...]) -> str:
+    return ",".join(names)
+
+
+def split_names(joined: Scalar) -> list[str]:
+    return [name for name in str(joined).split(",") if name]
+
+
+@dataclass(frozen=True)
+class ClientModel:
+    """What one client receives: ``arrays`` (parameter name → array, in the target's order)
+    and ``keep``, the parameters it takes from its own store instead. A name in both
+    tells the client to replace its stored value with the sent one (a method that moves
+    a parameter into the client's keeping sends its current value once)."""
+
+    arrays: dict[str, np.ndarray]
+    keep: tuple[str, ...] = ()
+
+    @property
+    def returned(self) -> list[str]:
+        """The parameters whose change the client sends back after training, in order."""
+        return [name for name in self.arrays if name not in self.keep]
+
+
+@dataclass(frozen=True)
+class ClientSide:
+    """What a method's client does with the parameters it keeps (``ClientModel.keep``).
+
+    Parameters
+    ----------
+    init_kept : Callable[[DictConfig, int], dict[str, torch.Tensor]] | None (default: None)
+        ``(cfg, partition_id) → name → tensor``: first values of kept parameters
+        that the server never sends, made on the client at first use (pFedHN-PC:
+        its head). None: the server sends each kept parameter the first time.
+    kept_optimizer : str | None (default: None)
+        Config key of the SGD settings (``lr``, ``momentum``, ``weight_decay``) that
+        train the kept parameters, whose momentum is kept with them across rounds
+        and which are not clipped (pFedHN-PC: ``method.head``). None: they train
+        with the client optimizer like the rest (momentum restarts each round).
+    """
+
+    init_kept: Callable[[Any, int], dict[str, Any]] | None = None
+    kept_optimizer: str | None = None
 
 
 class ClientFailure(RuntimeError):
@@ -59,7 +115,7 @@ def is_eval_round(server_round: int, eval_every: int, num_rounds: int) -> bool:
 class PersonalizedStrategy(Strategy):
     """Base of strategies that keep one personalized model per client on the server.
 
-    A subclass says what a client gets (``client_parameters``) and what the
+    A subclass says what a client gets (``client_model``) and what the
     server does with the returned updates (``apply_updates``); this class samples
     clients, routes every message by partition id, evaluates every client on its
     validation and test data, pools the results into ``history`` and shows progress.
@@ -87,8 +143,9 @@ class PersonalizedStrategy(Strategy):
     checkpoint_every : int (default: 0)
         Checkpoint after every this many rounds (and after the last); 0: only after the last.
     client_state : bool (default: False)
-        Clients keep state of their own (pFedHN-PC heads); checkpoints collect it
-        from them (``get_parameters``) and a resumed run hands it back.
+        Clients keep state of their own (``ClientModel.keep``); checkpoints collect
+        it from them (``get_properties`` and ``get_parameters``) and a resumed run
+        hands it back.
     novel_clients : int (default: 0)
         Generalization to novel clients (paper Sec. 5.3): the last ``novel_clients``
         partitions take no part in rounds 1..``num_rounds - novel_rounds``; in the
@@ -142,7 +199,8 @@ class PersonalizedStrategy(Strategy):
             }
         self._sampler = np.random.default_rng([seed, 1])
         self._proxies: dict[int, ClientProxy] = {}
-        self._restore: dict[int, NDArrays] = {}
+        self._restore: dict[int, dict[str, np.ndarray]] = {}
+        self._awaited: dict[int, list[str]] = {}  # client → names of the deltas its fit reply holds
         self._progress = progress
         self._bar: tqdm | None = None
         self.compute: Callable[[Callable[[], Any]], Any] = call_here
@@ -156,12 +214,13 @@ class PersonalizedStrategy(Strategy):
     # ------------------------------------------------------------------ method hooks
 
     @abstractmethod
-    def client_parameters(self, client: int) -> NDArrays:
-        """The arrays client ``client`` receives to train or evaluate."""
+    def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
+        """What client ``client`` receives in ``server_round`` to train (``training``) or to evaluate."""
 
     @abstractmethod
-    def apply_updates(self, server_round: int, updates: dict[int, NDArrays]) -> dict[str, Scalar]:
-        """Fold this round's client results (partition id → returned arrays) into the server."""
+    def apply_updates(self, server_round: int, updates: dict[int, dict[str, np.ndarray]]) -> dict[str, Scalar]:
+        """Fold this round's client results (partition id → parameter name → returned
+        change, for the names of ``ClientModel.returned``) into the server."""
 
     @abstractmethod
     def server_state(self) -> dict[str, Any]:
@@ -212,15 +271,19 @@ class PersonalizedStrategy(Strategy):
         if periodic or done_round == self.num_rounds:
             self.checkpoint(done_round).save(self.checkpoint_path)
 
-    def _collect_client_states(self) -> dict[int, NDArrays]:
-        """Every client's own state: still pending from a resume, or asked with ``get_parameters``."""
+    def _collect_client_states(self) -> dict[int, dict[str, np.ndarray]]:
+        """Every client's own store: still pending from a resume, or asked of the client."""
         pending = dict(self._restore)
 
-        def ask(client: int) -> NDArrays:
-            ins = GetParametersIns(config={PARTITION_ID: client})
-            return parameters_to_ndarrays(
-                self._proxies[client].get_parameters(ins, timeout=None, group_id=0).parameters
+        def ask(client: int) -> dict[str, np.ndarray]:
+            proxy, config = self._proxies[client], {PARTITION_ID: client}
+            names = split_names(
+                proxy.get_properties(GetPropertiesIns(config), timeout=None, group_id=0).properties[KEPT]
             )
+            arrays = parameters_to_ndarrays(
+                proxy.get_parameters(GetParametersIns(config), timeout=None, group_id=0).parameters
+            )
+            return dict(zip(names, arrays, strict=True))
 
         asked = [c for c in range(self.num_clients) if c not in pending]
         with ThreadPoolExecutor(max_workers=32) as pool:
@@ -241,7 +304,7 @@ class PersonalizedStrategy(Strategy):
         self._maybe_checkpoint(server_round - 1)
         pool = self.novel if self.is_novel_round(server_round) else self.seen
         chosen = sorted(int(c) for c in self._sampler.choice(pool, self.clients_per_round, replace=False))
-        return [(proxies[c], FitIns(*self._instruction(c, server_round))) for c in chosen]
+        return [(proxies[c], FitIns(*self.instruction(c, server_round, training=True))) for c in chosen]
 
     def aggregate_fit(
         self,
@@ -256,7 +319,7 @@ class PersonalizedStrategy(Strategy):
         for proxy, res in results:
             client = self._check_sender(proxy, res.metrics)
             self.history.bytes_received += _num_bytes(res.parameters)
-            updates[client] = parameters_to_ndarrays(res.parameters)
+            updates[client] = self.named_update(client, parameters_to_ndarrays(res.parameters))
         metrics = self.compute(lambda: self.apply_updates(server_round, updates))
         self.history.round_end_times.append(time.perf_counter())
         self._progress_bar().update(1)
@@ -272,7 +335,10 @@ class PersonalizedStrategy(Strategy):
         if not is_eval_round(server_round, self.eval_every, self.num_rounds):
             return []
         proxies = self._proxies_by_partition(client_manager)
-        return [(proxies[c], EvaluateIns(*self._instruction(c, server_round))) for c in range(self.num_clients)]
+        return [
+            (proxies[c], EvaluateIns(*self.instruction(c, server_round, training=False)))
+            for c in range(self.num_clients)
+        ]
 
     def aggregate_evaluate(
         self,
@@ -321,12 +387,35 @@ class PersonalizedStrategy(Strategy):
             )
         return self._bar
 
-    def _instruction(self, client: int, server_round: int) -> tuple[Parameters, dict[str, Scalar]]:
-        """The client's model, followed by its saved state on the first contact after a resume."""
-        restore = self._restore.pop(client, [])
-        parameters = ndarrays_to_parameters(self.compute(lambda: self.client_parameters(client)) + list(restore))
+    def instruction(self, client: int, server_round: int, training: bool) -> tuple[Parameters, dict[str, Scalar]]:
+        """``message`` as Flower sends it; its bytes are counted."""
+        arrays, config = self.message(client, server_round, training)
+        parameters = ndarrays_to_parameters(arrays)
         self.history.bytes_sent += _num_bytes(parameters)
-        return parameters, {PARTITION_ID: client, SERVER_ROUND: server_round, RESTORE_ARRAYS: len(restore)}
+        return parameters, config
+
+    def message(self, client: int, server_round: int, training: bool) -> tuple[NDArrays, dict[str, Scalar]]:
+        """The arrays and config for ``client``: its ``ClientModel``, and on the first contact
+        after a resume the client's saved store (trailing arrays, named by ``RESTORE``)."""
+        model: ClientModel = self.compute(lambda: self.client_model(client, server_round, training))
+        restore = self._restore.pop(client, {})
+        if training:
+            self._awaited[client] = model.returned
+        config: dict[str, Scalar] = {
+            PARTITION_ID: client,
+            SERVER_ROUND: server_round,
+            SENT: join_names(list(model.arrays)),
+            KEEP: join_names(model.keep),
+            RESTORE: join_names(list(restore)),
+        }
+        return [*model.arrays.values(), *restore.values()], config
+
+    def named_update(self, client: int, arrays: NDArrays) -> dict[str, np.ndarray]:
+        """A fit reply's arrays, named as the ``ClientModel.returned`` they answer."""
+        names = self._awaited.pop(client)
+        if len(arrays) != len(names):
+            raise ClientFailure(f"client {client} returned {len(arrays)} arrays, not {len(names)}")
+        return dict(zip(names, arrays))
 
     def _proxies_by_partition(self, client_manager: ClientManager) -> dict[int, ClientProxy]:
         """Partition id → proxy, asked once of every client (see the module docstring)."""

@@ -24,7 +24,7 @@ def test_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
         },
         sampler=sampler.bit_generator.state,
         history={"evaluations": [], "bytes_sent": 1, "bytes_received": 2, "wall_time_s": 3.0},
-        clients={2: [np.ones((2, 3), np.float32)]},
+        clients={2: {"head.weight": np.ones((2, 3), np.float32)}},
         config={"seed": 1},
     )
     saved.save(tmp_path / "checkpoint.pt")
@@ -34,7 +34,7 @@ def test_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
     restored = np.random.default_rng(0)
     restored.bit_generator.state = loaded.sampler
     assert restored.random() == sampler.random()
-    assert np.array_equal(loaded.clients[2][0], np.ones((2, 3)))
+    assert np.array_equal(loaded.clients[2]["head.weight"], np.ones((2, 3)))
     assert not (tmp_path / "checkpoint.tmp").exists()
 
 
@@ -60,5 +60,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(data_root: Path, tmp
     assert a.round == b.round == 6
     for name, tensor in a.server["hypernetwork"].items():
         assert torch.equal(tensor, b.server["hypernetwork"][name]), name
-    for client, arrays in a.clients.items():
-        assert all(np.array_equal(x, y) for x, y in zip(arrays, b.clients[client]))
+    assert a.clients.keys() == b.clients.keys() and a.clients
+    for client, store in a.clients.items():
+        assert store.keys() == b.clients[client].keys() and len(store) == 4
+        assert all(np.array_equal(array, b.clients[client][name]) for name, array in store.items())

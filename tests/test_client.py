@@ -7,7 +7,7 @@ import pytest
 import torch
 from flwr.app import RecordDict
 
-from pfedhn.client_app import HEAD_RECORD, PersonalizedClient
+from pfedhn.client_app import STORE, PersonalizedClient
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
 from pfedhn.model import parameter_shapes
@@ -20,11 +20,15 @@ def setup(data_root: Path, *extra: str):
     return cfg, strategy
 
 
+def message(strategy, client: int, server_round: int = 1, training: bool = True):
+    return strategy.message(client, server_round, training)
+
+
 def test_fit_returns_the_change_of_every_received_tensor(data_root: Path) -> None:
     cfg, strategy = setup(data_root)
     client = PersonalizedClient(1, cfg, RecordDict())
-    sent = strategy.client_parameters(1)
-    delta, num_examples, metrics = client.fit(sent, {"partition_id": 1, "server_round": 1})
+    sent, config = message(strategy, 1)
+    delta, num_examples, metrics = client.fit(sent, config)
     assert [d.shape for d in delta] == [s.shape for s in sent]
     assert any(np.abs(d).sum() > 0 for d in delta)
     assert num_examples == len(client.data.client_split(1, "train")[1])
@@ -33,8 +37,8 @@ def test_fit_returns_the_change_of_every_received_tensor(data_root: Path) -> Non
 
 def test_local_training_is_determined_by_seed_client_and_round(data_root: Path) -> None:
     cfg, strategy = setup(data_root)
-    sent = strategy.client_parameters(0)
-    fit = lambda r: PersonalizedClient(0, cfg, RecordDict()).fit(sent, {"partition_id": 0, "server_round": r})[0]
+    sent, config = message(strategy, 0)
+    fit = lambda r: PersonalizedClient(0, cfg, RecordDict()).fit(sent, {**config, "server_round": r})[0]
     first, again, other_round = fit(1), fit(1), fit(2)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other_round))
@@ -44,32 +48,48 @@ def test_a_client_refuses_another_partitions_model(data_root: Path) -> None:
     cfg, strategy = setup(data_root)
     client = PersonalizedClient(2, cfg, RecordDict())
     with pytest.raises(RuntimeError, match="partition 2 received the model of partition 3"):
-        client.fit(strategy.client_parameters(3), {"partition_id": 3, "server_round": 1})
+        client.fit(*message(strategy, 3))
 
 
 def test_personal_head_stays_on_the_client_and_persists(data_root: Path) -> None:
     cfg, strategy = setup(data_root, "method=pfedhn_pc")
     state = RecordDict()
     client = PersonalizedClient(0, cfg, state)
-    sent = strategy.client_parameters(0)
+    sent, config = message(strategy, 0)
     body_names = list(parameter_shapes(client.spec, personal_head=True))
-    assert len(sent) == len(body_names) and not any(n.startswith("head.") for n in body_names)
+    assert config["sent"] == ",".join(body_names) and not any(n.startswith("head.") for n in body_names)
+    assert config["keep"] == "head.weight,head.bias"
 
-    delta, _, _ = client.fit(sent, {"partition_id": 0, "server_round": 1})
+    delta, _, _ = client.fit(sent, config)
     assert len(delta) == len(body_names)  # what goes back holds no head tensor
-    head_after_one = state[HEAD_RECORD].to_torch_state_dict()
-    assert {"weight", "bias", "momentum.weight", "momentum.bias"} <= set(head_after_one)
+    head_after_one = state[STORE].to_torch_state_dict()
+    assert set(head_after_one) == {"head.weight", "head.bias", "momentum.head.weight", "momentum.head.bias"}
+    assert client.get_properties({})["kept"] == ",".join(head_after_one)
 
     # a new client object for the same node (as Flower builds one per message) resumes the head
-    PersonalizedClient(0, cfg, state).fit(sent, {"partition_id": 0, "server_round": 2})
-    head_after_two = state[HEAD_RECORD].to_torch_state_dict()
-    assert not torch.equal(head_after_one["weight"], head_after_two["weight"])
+    PersonalizedClient(0, cfg, state).fit(sent, {**config, "server_round": 2})
+    head_after_two = state[STORE].to_torch_state_dict()
+    assert not torch.equal(head_after_one["head.weight"], head_after_two["head.weight"])
+
+
+def test_evaluation_leaves_the_store_as_it_was(data_root: Path) -> None:
+    cfg, strategy = setup(data_root, "method=pfedhn_pc")
+    state = RecordDict()
+    PersonalizedClient(0, cfg, state).evaluate(*message(strategy, 0, training=False))
+    assert STORE not in state
+
+
+def test_a_parameter_neither_sent_nor_kept_is_refused(data_root: Path) -> None:
+    cfg, strategy = setup(data_root)
+    sent, config = message(strategy, 0)
+    with pytest.raises(RuntimeError, match=r"neither sent nor kept: \['head.bias'\]"):
+        PersonalizedClient(0, cfg, RecordDict()).fit(sent[:-1], {**config, "sent": config["sent"].rsplit(",", 1)[0]})
 
 
 def test_evaluate_counts_every_validation_and_test_sample(data_root: Path) -> None:
     cfg, strategy = setup(data_root)
     client = PersonalizedClient(3, cfg, RecordDict())
-    loss, count, metrics = client.evaluate(strategy.client_parameters(3), {"partition_id": 3})
+    loss, count, metrics = client.evaluate(*message(strategy, 3, training=False))
     for split in ("val", "test"):
         assert metrics[f"{split}_count"] == len(client.data.client_split(3, split)[1])
         assert 0 <= metrics[f"{split}_correct"] <= metrics[f"{split}_count"]

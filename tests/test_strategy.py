@@ -10,6 +10,7 @@ from flwr.server.client_proxy import ClientProxy
 
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
+from pfedhn.methods.pfedla import PFedLA
 from pfedhn.strategy import ClientFailure, is_eval_round
 from tests.conftest import tiny_overrides
 
@@ -47,10 +48,10 @@ def constant_delta_reply(proxy: PartitionProxy, ins) -> FitRes:
     return FitRes(status=OK, parameters=ndarrays_to_parameters(delta), num_examples=1, metrics=metrics)
 
 
-def setup(data_root: Path, clients_per_round: int = 2):
+def setup(data_root: Path, clients_per_round: int = 2, method: str = "pfedhn"):
     cfg = compose(
         tiny_overrides(data_root, num_clients=6)
-        + ["num_rounds=10", f"clients_per_round={clients_per_round}", "eval_every=3"]
+        + ["num_rounds=10", f"clients_per_round={clients_per_round}", "eval_every=3", f"method={method}"]
     )
     strategy = build_strategy(cfg, progress=False)
     manager = SimpleClientManager()
@@ -61,13 +62,22 @@ def setup(data_root: Path, clients_per_round: int = 2):
     return strategy, manager
 
 
-def test_each_client_receives_the_model_of_its_own_partition(data_root: Path) -> None:
-    strategy, manager = setup(data_root)
+@pytest.mark.parametrize("method", ["pfedhn", "pfedhn_pc", "pfedla", "heurpfedla"])
+def test_each_client_receives_the_model_of_its_own_partition(data_root: Path, method: str) -> None:
+    strategy, manager = setup(data_root, method=method)
+    if isinstance(strategy, PFedLA):  # all clients start from one model: make each its own
+        for c in range(6):
+            strategy.models.set(c, {name: t + c for name, t in strategy.models.of(c).items()})
+    firsts = {}
     for server_round in range(1, 4):
         for proxy, ins in strategy.configure_fit(server_round, None, manager):
             assert ins.config["partition_id"] == proxy.partition_id
-            expected = strategy.client_parameters(proxy.partition_id)
-            assert all(np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(ins.parameters), expected))
+            expected = strategy.client_model(proxy.partition_id, server_round, training=True).arrays
+            received = parameters_to_ndarrays(ins.parameters)
+            assert ins.config["sent"] == ",".join(expected) and len(received) == len(expected)
+            assert all(np.array_equal(a, b) for a, b in zip(received, expected.values()))
+            firsts[proxy.partition_id] = received[0]
+    assert len({a.tobytes() for a in firsts.values()}) == len(firsts) > 1  # each its own
 
 
 def test_evaluation_reaches_every_client_with_its_own_model(data_root: Path) -> None:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
-from flwr.common import NDArrays, Scalar
+from flwr.common import Scalar
+from omegaconf import DictConfig
 
+from pfedhn import config
 from pfedhn.hypernetwork import HyperNetwork, step_hypernetwork
-from pfedhn.strategy import PersonalizedStrategy
+from pfedhn.model import HEAD_PREFIX, make_head
+from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
+from pfedhn.utils import derive_seed
+
+HEAD_STREAM = 3  # tag of the personal heads' derived seeds
 
 
 class PFedHN(PersonalizedStrategy):
@@ -33,6 +40,9 @@ class PFedHN(PersonalizedStrategy):
         Max norm of the hypernetwork gradient.
     novel_optimizer : torch.optim.Optimizer | None (default: None)
         Steps the embeddings alone in the novel-client rounds (hypernetwork frozen).
+    kept : tuple[str, ...] (default: ())
+        Target parameters each client keeps (pFedHN-PC: the head's); the
+        hypernetwork generates the others.
     **kwargs
         ``PersonalizedStrategy`` arguments (num_clients, num_rounds, ...).
     """
@@ -44,9 +54,11 @@ class PFedHN(PersonalizedStrategy):
         optimizer: torch.optim.Optimizer,
         grad_clip: float = 50.0,
         novel_optimizer: torch.optim.Optimizer | None = None,
+        kept: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.kept = kept
         self.hypernetwork = hypernetwork
         self.optimizer = optimizer
         self.novel_optimizer = novel_optimizer
@@ -58,15 +70,15 @@ class PFedHN(PersonalizedStrategy):
         return f"{super().__repr__()[:-1]}, generated={generated}, hypernetwork_params={size})"
 
     @torch.no_grad()
-    def client_parameters(self, client: int) -> NDArrays:
-        """θ̃_client = h(v_client; φ), one array per generated tensor."""
-        return [t.numpy() for t in self.hypernetwork(client).values()]
+    def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
+        """θ̃_client = h(v_client; φ); pFedHN-PC's client keeps its head."""
+        generated = {name: t.numpy() for name, t in self.hypernetwork(client).items()}
+        return ClientModel(generated, keep=self.kept)
 
-    def apply_updates(self, server_round: int, updates: dict[int, NDArrays]) -> dict[str, Scalar]:
+    def apply_updates(self, server_round: int, updates: dict[int, dict[str, np.ndarray]]) -> dict[str, Scalar]:
         """One hypernetwork step from the returned deltas (averaged if several clients)."""
-        names = list(self.hypernetwork.shapes)
         deltas = {
-            client: {name: torch.from_numpy(array) for name, array in zip(names, arrays, strict=True)}
+            client: {name: torch.from_numpy(array) for name, array in arrays.items()}
             for client, arrays in updates.items()
         }
         optimizer = self.novel_optimizer if self.is_novel_round(server_round) else self.optimizer
@@ -87,3 +99,19 @@ class PFedHN(PersonalizedStrategy):
         self.optimizer.load_state_dict(state["optimizer"])
         if self.novel_optimizer is not None:
             self.novel_optimizer.load_state_dict(state["novel_optimizer"])
+
+
+def init_personal_head(cfg: DictConfig, partition_id: int) -> dict[str, torch.Tensor]:
+    """pFedHN-PC: a client's first head, a fresh ``make_head`` seeded by (seed, partition)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(cfg.seed, HEAD_STREAM, partition_id))
+        head = make_head(config.model_spec(cfg))
+    return {HEAD_PREFIX + name: tensor for name, tensor in head.state_dict().items()}
+
+
+def pfedhn_client_side(cfg: DictConfig) -> ClientSide:
+    """pFedHN's client keeps nothing; pFedHN-PC's keeps its head, trained by its own SGD
+    (``method.head``) whose momentum persists."""
+    if cfg.method.personal_head:
+        return ClientSide(init_kept=init_personal_head, kept_optimizer="method.head")
+    return ClientSide()

@@ -1,0 +1,192 @@
+"""pFedLA and HeurpFedLA: layer-wise personalized aggregation weighted by per-client hypernetworks."""
+
+from __future__ import annotations
+
+from logging import WARNING
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.common import Scalar
+from flwr.common.logger import log
+from torch import nn
+
+from pfedhn.aggregation import StoredModels
+from pfedhn.hypernetwork import normalize_rows
+from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
+
+
+class PFedLA(PersonalizedStrategy):
+    """Layer-wised personalized aggregation (Ma et al., CVPR 2022).
+
+    Paper: https://arxiv.org/abs/2205.03993
+
+    The server keeps every client's latest model θ_j (``StoredModels``) and one
+    small hypernetwork HN_i per client (``LayerWeights``), which gives per layer l
+    the weights α_i^l ≥ 0, Σ_j α_ij^l = 1. Client i receives
+    θ̄_i^l = Σ_j α_ij^l θ_j^l, built from the models as they stood at the start of
+    the round, trains it and returns Δ_i = θ_trained − θ̄_i. The server descends
+    ½‖θ̄_i(ψ_i) − θ_trained‖² in HN_i's parameters ψ_i: its gradient is the
+    vector–Jacobian product (∂θ̄_i/∂ψ_i)ᵀ(−Δ_i), one step of HN_i's optimizer
+    (the sign that moves θ̄_i toward θ_trained), and then sets θ_i ← θ_trained.
+    Every HN_i update of a round reads the same stored models, so the order of the
+    clients within a round does not matter. A layer's weight and bias share one α.
+
+    HeurpFedLA (``local_layers`` = K > 0): for client i the K layers with the
+    largest self-weight α_ii^l stay local: the client keeps and trains its own
+    copy (``ClientModel.keep``), which is neither sent nor uploaded (sent once if
+    the client does not hold it yet) and is left out of the hypernetwork update;
+    the server's copy of such a layer is then the last one the client uploaded.
+
+    Parameters
+    ----------
+    models : StoredModels
+        Every client's model, all starting from one shared initialization.
+    layers : dict[str, list[str]]
+        Layer → names of its tensors, in the target's order (α has one row per layer).
+    weights : nn.ModuleList
+        One ``LayerWeights`` per client.
+    optimizers : list[torch.optim.Optimizer]
+        One per client, stepping ``weights[i]``.
+    local_layers : int (default: 0)
+        HeurpFedLA's K; 0 is pFedLA.
+    **kwargs
+        ``PersonalizedStrategy`` arguments (num_clients, num_rounds, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        models: StoredModels,
+        layers: dict[str, list[str]],
+        weights: nn.ModuleList,
+        optimizers: list[torch.optim.Optimizer],
+        local_layers: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(client_state=local_layers > 0, **kwargs)
+        if not 0 <= local_layers <= len(layers):
+            raise ValueError(f"local_layers must be in 0..{len(layers)}, got {local_layers}")
+        if local_layers == len(layers):
+            log(
+                WARNING,
+                "HeurpFedLA with every layer local (K=%d) is Local training: nothing is aggregated",
+                local_layers,
+            )
+        self.models = models
+        self.layers = layers
+        self.weights = weights
+        self.optimizers = optimizers
+        self.local_layers = local_layers
+        self.holds: dict[int, tuple[str, ...]] = {}  # client → tensors it keeps (its last fit's local layers)
+        self._local: dict[int, list[str]] = {}  # client → local layers of the fit instruction it was sent
+
+    def __repr__(self) -> str:
+        size = sum(p.numel() for p in self.weights[0].parameters())
+        layers = list(self.layers)
+        return f"{super().__repr__()[:-1]}, local_layers={self.local_layers}, layers={layers}, hn_params={size})"
+
+    # ------------------------------------------------------------------ the method
+
+    def alpha(self, client: int) -> torch.Tensor:
+        """α_client: (layers, num_clients), rows summing to 1 (differentiable in HN_client)."""
+        return normalize_rows(self.weights[client](), client)
+
+    def local_layers_of(self, client: int, alpha: torch.Tensor) -> list[str]:
+        """HeurpFedLA: the ``local_layers`` layers with the largest normalized self-weight α_ii^l
+        (ties to the earlier layer), in the target's order."""
+        if self.local_layers == 0:
+            return []
+        own = alpha[:, client].detach()
+        order = sorted(range(len(own)), key=lambda layer: (-float(own[layer]), layer))[: self.local_layers]
+        return [name for index, name in enumerate(self.layers) if index in order]
+
+    def aggregate(self, client: int, alpha: torch.Tensor, skip: list[str]) -> dict[str, torch.Tensor]:
+        """θ̄_client for every tensor of the layers not in ``skip``: Σ_j α^l_j θ_j."""
+        per_tensor = {
+            name: alpha[index]
+            for index, (layer, names) in enumerate(self.layers.items())
+            if layer not in skip
+            for name in names
+        }
+        return self.models.weighted_sum(per_tensor)
+
+    # ------------------------------------------------------------------ hooks
+
+    @torch.no_grad()
+    def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
+        alpha = self.alpha(client)
+        local = self.local_layers_of(client, alpha)
+        aggregated = self.aggregate(client, alpha, skip=local)
+        keep = tuple(name for layer in local for name in self.layers[layer])
+        own = self.models.of(client)
+        arrays = {}
+        for names in self.layers.values():
+            for name in names:
+                if name in aggregated:
+                    arrays[name] = aggregated[name].numpy()
+                elif name not in self.holds.get(client, ()):
+                    arrays[name] = own[name].numpy()  # a layer just made local: its value, sent once
+        if training:
+            self._local[client] = local
+        return ClientModel(arrays, keep=keep)
+
+    def apply_updates(self, server_round: int, updates: dict[int, dict[str, np.ndarray]]) -> dict[str, Scalar]:
+        """Step each client's hypernetwork on its Δ, then store every trained model."""
+        trained: dict[int, dict[str, torch.Tensor]] = {}
+        norms = []
+        for client, deltas in sorted(updates.items()):
+            local = self._local.pop(client)
+            norm, trained[client] = self.hypernetwork_step(
+                client, {n: torch.from_numpy(d) for n, d in deltas.items()}, local
+            )
+            norms.append(norm)
+            self.holds[client] = tuple(name for layer in local for name in self.layers[layer])
+        for client, tensors in trained.items():
+            self.models.set(client, tensors)
+        return {"hypernetwork_grad_norm": float(np.mean(norms))}
+
+    def hypernetwork_step(
+        self, client: int, deltas: dict[str, torch.Tensor], local: list[str]
+    ) -> tuple[float, dict[str, torch.Tensor]]:
+        """One step of HN_client from Δ (its layers in ``local`` left out), against the stored
+        models as they are; returns the gradient norm and θ_trained of the uploaded tensors."""
+        optimizer = self.optimizers[client]
+        optimizer.zero_grad(set_to_none=True)
+        params = list(self.weights[client].parameters())
+        with torch.enable_grad():
+            aggregated = self.aggregate(client, self.alpha(client), skip=local)
+            if set(aggregated) != set(deltas):
+                raise ValueError(f"client {client} returned {sorted(deltas)}, expected {sorted(aggregated)}")
+            names = list(aggregated)
+            grads = torch.autograd.grad(
+                [aggregated[n] for n in names], params, grad_outputs=[-deltas[n] for n in names], allow_unused=True
+            )
+        for param, grad in zip(params, grads):
+            param.grad = torch.zeros_like(param) if grad is None else grad
+        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        optimizer.step()
+        return norm, {n: aggregated[n].detach() + deltas[n] for n in names}
+
+    # ------------------------------------------------------------------ state
+
+    def server_state(self) -> dict[str, Any]:
+        """Stored models, hypernetworks, their optimizers and what each client keeps."""
+        return {
+            "models": self.models.state(),
+            "weights": self.weights.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "holds": {str(c): ",".join(names) for c, names in self.holds.items()},
+        }
+
+    def load_server_state(self, state: dict[str, Any]) -> None:
+        self.models.load_state(state["models"])
+        self.weights.load_state_dict(state["weights"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        self.holds = {int(c): tuple(n for n in names.split(",") if n) for c, names in state["holds"].items()}
+
+
+def pfedla_client_side(cfg: Any) -> ClientSide:
+    """The client keeps HeurpFedLA's local layers; the server sends each the first time."""
+    return ClientSide()

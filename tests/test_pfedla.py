@@ -1,0 +1,167 @@
+"""pFedLA and HeurpFedLA: each test rules out one way the public re-implementations go wrong."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import RecordDict
+from flwr.common import ndarrays_to_parameters
+
+from pfedhn.client_app import PersonalizedClient
+from pfedhn.config import compose
+from pfedhn.methods import build_strategy
+from pfedhn.methods.pfedla import PFedLA
+from tests.conftest import tiny_overrides
+
+NUM_CLIENTS = 4
+
+
+def setup(data_root: Path, *extra: str) -> tuple[object, PFedLA]:
+    cfg = compose(tiny_overrides(data_root, num_clients=NUM_CLIENTS) + ["method=pfedla", *extra])
+    return cfg, build_strategy(cfg, progress=False)
+
+
+def fit(cfg, strategy: PFedLA, client: int, server_round: int, state: RecordDict | None = None) -> dict:
+    """One training round of ``client`` through the real client; the named deltas it returns."""
+    arrays, config = strategy.message(client, server_round, training=True)
+    delta = PersonalizedClient(client, cfg, RecordDict() if state is None else state).fit(arrays, config)[0]
+    return strategy.named_update(client, delta)
+
+
+def force_alpha(strategy: PFedLA, client: int, scores: torch.Tensor) -> None:
+    """Make HN_client's heads output ``scores`` (num_clients,) for every layer, whatever its
+    features: zero weights, ``scores`` as bias. Its gradient is then zero (α stays)."""
+    with torch.no_grad():
+        for head in strategy.weights[client].heads:
+            head.weight.zero_()
+            head.bias.copy_(scores)
+
+
+def test_alpha_one_hot_on_the_client_itself_is_local_training(data_root: Path) -> None:
+    """Trap 2 (the aggregate overwritten by the client's own model) would pass this too, so the
+    next tests check that other weights do mix models."""
+    cfg, strategy = setup(data_root)
+    for client in range(NUM_CLIENTS):
+        force_alpha(strategy, client, torch.nn.functional.one_hot(torch.tensor(client), NUM_CLIENTS).float())
+    local = {name: t.clone() for name, t in strategy.models.of(1).items()}  # the shared initialization
+    strategy.models.set(0, {name: t + 1 for name, t in local.items()})  # another client, far away
+    for server_round in (1, 2, 3):
+        arrays, config = strategy.message(1, server_round, training=True)
+        sent = dict(zip(config["sent"].split(","), arrays))
+        assert all(np.array_equal(sent[n], local[n].numpy()) for n in local)
+        deltas = strategy.named_update(1, PersonalizedClient(1, cfg, RecordDict()).fit(arrays, config)[0])
+        strategy.apply_updates(server_round, {1: deltas})
+        local = {name: local[name] + torch.from_numpy(deltas[name]) for name in local}  # training alone
+    assert all(torch.equal(strategy.models.of(1)[n], local[n]) for n in local)
+
+
+def test_alpha_uniform_sends_the_plain_average(data_root: Path) -> None:
+    cfg, strategy = setup(data_root)
+    for client in range(NUM_CLIENTS):  # make the stored models differ
+        strategy.apply_updates(1, {client: fit(cfg, strategy, client, 1)})
+    force_alpha(strategy, 2, torch.ones(NUM_CLIENTS))
+    sent = strategy.client_model(2, 2, training=False).arrays
+    for name, stacked in strategy.models.tensors.items():
+        assert not torch.allclose(stacked[0], stacked[1])
+        np.testing.assert_allclose(sent[name], stacked.mean(0).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_one_small_hypernetwork_step_brings_the_aggregate_toward_the_trained_model(data_root: Path) -> None:
+    """Trap 1: both public versions step with the sign reversed."""
+    cfg, strategy = setup(data_root, "method.server.lr=1e-4")
+    for client in range(NUM_CLIENTS):
+        strategy.apply_updates(1, {client: fit(cfg, strategy, client, 1)})
+    deltas = fit(cfg, strategy, 0, 2)
+    before = strategy.client_model(0, 2, training=False).arrays
+    trained = {name: before[name] + deltas[name] for name in deltas}
+    strategy.hypernetwork_step(0, {n: torch.from_numpy(d) for n, d in deltas.items()}, local=[])
+    after = strategy.client_model(0, 2, training=False).arrays  # same stored models, stepped HN_0
+
+    def distance(aggregate: dict) -> float:
+        return sum(float(np.sum((aggregate[n] - trained[n]) ** 2)) for n in trained)
+
+    assert distance(after) < distance(before)
+
+
+def test_the_order_of_the_clients_in_a_round_does_not_matter(data_root: Path) -> None:
+    """Trap 3: later clients of a round must not aggregate models updated earlier in it."""
+    cfg, strategy = setup(data_root)
+    for client in range(NUM_CLIENTS):
+        strategy.apply_updates(1, {client: fit(cfg, strategy, client, 1)})
+    checkpoint = copy.deepcopy(strategy.server_state())
+    deltas = {client: fit(cfg, strategy, client, 2) for client in (3, 0, 2)}
+
+    def state_after(order: list[int]) -> dict:
+        strategy.load_server_state(checkpoint)
+        for client in order:
+            strategy.message(client, 2, training=True)
+        strategy.apply_updates(2, {client: deltas[client] for client in order})
+        return strategy.server_state()
+
+    forward, backward, alone = state_after([3, 0, 2]), state_after([2, 0, 3]), state_after([0])
+    for name, tensor in forward["weights"].items():
+        assert torch.equal(tensor, backward["weights"][name]), name
+        if name.startswith("0."):  # HN_0 stepped as if it were alone in the round
+            assert torch.equal(tensor, alone["weights"][name]), name
+    for name, tensor in forward["models"].items():
+        assert torch.equal(tensor, backward["models"][name]), name
+
+
+def test_an_evaluation_leaves_every_server_tensor_unchanged(data_root: Path) -> None:
+    """Trap 3's second half: their test pass overwrote stored models."""
+    cfg, strategy = setup(data_root, "method=heurpfedla")
+    states = [RecordDict() for _ in range(NUM_CLIENTS)]
+    strategy.apply_updates(1, {0: fit(cfg, strategy, 0, 1, states[0])})
+    before = copy.deepcopy(strategy.server_state())
+    for client in range(NUM_CLIENTS):
+        arrays, config = strategy.message(client, 2, training=False)
+        PersonalizedClient(client, cfg, states[client]).evaluate(arrays, config)
+    after = strategy.server_state()
+    for part in ("models", "weights"):
+        assert all(torch.equal(before[part][n], after[part][n]) for n in before[part])
+    assert before["holds"] == after["holds"] and not strategy._awaited
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_heurpfedla_keeps_exactly_k_layers_local_and_sends_their_bytes_no_more(data_root: Path, k: int) -> None:
+    """Trap 4: neither public version skips sending the local layers."""
+    cfg, heur = setup(data_root, "method=heurpfedla", f"method.local_layers={k}")
+    _, plain = setup(data_root)
+    state = RecordDict()
+    heur.apply_updates(1, {1: fit(cfg, heur, 1, 1, state)})
+    model = heur.client_model(1, 2, training=True)
+    local = [layer for layer, names in heur.layers.items() if set(names) <= set(model.keep)]
+    assert len(local) == k and len(model.keep) == sum(len(heur.layers[layer]) for layer in local)
+    self_weights = heur.alpha(1).detach()[:, 1].tolist()
+    chosen = [self_weights[list(heur.layers).index(layer)] for layer in local]
+    assert min(chosen) >= max(w for i, w in enumerate(self_weights) if list(heur.layers)[i] not in local)
+    assert not set(model.keep) & set(model.arrays)  # held by the client: not sent
+    assert model.returned == list(model.arrays)  # and not uploaded
+    kept = plain.client_model(1, 2, training=False).arrays
+    kept_bytes = sum(len(t) for t in ndarrays_to_parameters([kept[n] for n in model.keep]).tensors)
+    heur.history.bytes_sent = plain.history.bytes_sent = 0
+    heur.instruction(1, 2, training=True)
+    plain.instruction(1, 2, training=True)
+    assert plain.history.bytes_sent - heur.history.bytes_sent == kept_bytes
+    # the next fit trains the client's own copy of the local layers and returns the rest
+    deltas = heur.named_update(1, PersonalizedClient(1, cfg, state).fit(*heur.message(1, 2, training=True))[0])
+    assert list(deltas) == model.returned
+    assert set(state["kept"].to_torch_state_dict()) == set(model.keep)
+
+
+def test_an_all_zero_row_of_scores_means_the_clients_own_layer() -> None:
+    from pfedhn.hypernetwork import normalize_rows
+
+    scores = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 2.0]])
+    assert torch.equal(normalize_rows(scores, own=1), torch.tensor([[0.0, 1.0, 0.0], [0.25, 0.25, 0.5]]))
+
+
+def test_k_equal_to_the_number_of_layers_is_refused_above_and_warned_at(data_root: Path) -> None:
+    from pfedhn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="method.local_layers: 6 exceeds the 5 layers"):
+        setup(data_root, "method=heurpfedla", "method.local_layers=6")
