@@ -25,7 +25,7 @@ from pfedhn.dataset import FederatedData, load_federated
 from pfedhn.methods import client_side
 from pfedhn.model import ModelSpec, TargetCNN
 from pfedhn.strategy import KEEP, KEPT, PARTITION_ID, RESTORE, SENT, SERVER_ROUND, split_names
-from pfedhn.train import EvalResult, evaluate, train_local
+from pfedhn.train import EvalResult, batch_indices, evaluate, train_local
 from pfedhn.utils import derive_seed
 
 STORE = "kept"  # the Context.state record holding what this client keeps
@@ -93,17 +93,9 @@ class PersonalizedClient(NumPyClient):
         generator = torch.Generator().manual_seed(
             derive_seed(self.cfg.seed, TRAIN_STREAM, self.partition_id, int(config[SERVER_ROUND]))
         )
+        batches = batch_indices(len(labels), c.batch_size, c.inner_steps, c.epochs, generator)
         loss = train_local(
-            model,
-            images,
-            labels,
-            self.norm,
-            steps=c.inner_steps,
-            batch_size=c.batch_size,
-            optimizers=optimizers,
-            clipped=shared,
-            grad_clip=c.grad_clip,
-            generator=generator,
+            model, images, labels, self.norm, batches=batches, optimizers=optimizers, clipped=shared, grad_clip=c.grad_clip
         )
         self._save(named, keep, optimizers[-1] if own_optimizer else None)
         delta = [(named[name].detach() - torch.tensor(sent[name])).contiguous().numpy() for name in returned]

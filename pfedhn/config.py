@@ -54,6 +54,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.classes_per_client": (_positive_int, "a positive integer"),
     "dataset.val_size": (_positive_int, "a positive integer"),
     "client.inner_steps": (_positive_int, "a positive integer"),
+    "client.epochs": (lambda v: v is None or _positive_int(v), "null (use client.inner_steps) or a positive integer"),
     "client.batch_size": (_positive_int, "a positive integer"),
     "client.eval_batch_size": (_positive_int, "a positive integer"),
     "client.lr": (_positive, "a positive number"),

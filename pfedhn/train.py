@@ -33,31 +33,46 @@ class EvalResult:
     count: int
 
 
+def batch_indices(
+    num_samples: int, batch_size: int, steps: int | None, epochs: int | None, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """The batches of one round, as index tensors into the client's data.
+
+    ``steps``: that many batches, each ``batch_size`` samples drawn without
+    replacement afresh (the official pFedHN law, ``next(iter(DataLoader(shuffle=True)))``).
+    ``epochs`` (when not None, instead): that many passes, each over a fresh
+    permutation cut into batches of ``batch_size`` (the last one smaller), as a
+    shuffling ``DataLoader`` iterated ``epochs`` times.
+    """
+    if epochs is None:
+        if steps is None:
+            raise ValueError("give steps or epochs")
+        return [torch.randperm(num_samples, generator=generator)[:batch_size] for _ in range(steps)]
+    return [
+        batch for _ in range(epochs) for batch in torch.randperm(num_samples, generator=generator).split(batch_size)
+    ]
+
+
 def train_local(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     norm: Normalization,
     *,
-    steps: int,
-    batch_size: int,
+    batches: list[torch.Tensor],
     optimizers: Sequence[torch.optim.Optimizer],
     clipped: Sequence[nn.Parameter],
     grad_clip: float,
-    generator: torch.Generator,
 ) -> float:
-    """Run ``steps`` SGD steps, each on a fresh random batch; return the mean loss.
+    """One SGD step per batch of ``batches`` (index tensors, see ``batch_indices``); the mean loss.
 
-    A batch is ``batch_size`` samples drawn without replacement from the
-    client's ``images`` (uint8 (n, C, H, W)) and ``labels`` (n,): the same
-    law as the official ``next(iter(DataLoader(shuffle=True)))``. Before each
+    ``images`` are the client's uint8 (n, C, H, W), ``labels`` (n,). Before each
     step the gradient of ``clipped`` is clipped to norm ``grad_clip``; every
     optimizer in ``optimizers`` then steps.
     """
     model.train()
     total = 0.0
-    for _ in range(steps):
-        batch = torch.randperm(len(labels), generator=generator)[:batch_size]
+    for batch in batches:
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(normalize(images[batch], norm.mean, norm.std)), labels[batch])
@@ -66,7 +81,7 @@ def train_local(
         for optimizer in optimizers:
             optimizer.step()
         total += loss.item()
-    return total / steps
+    return total / len(batches)
 
 
 @torch.no_grad()

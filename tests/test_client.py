@@ -11,6 +11,7 @@ from pfedhn.client_app import STORE, PersonalizedClient
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
 from pfedhn.model import parameter_shapes
+from pfedhn.train import batch_indices
 from tests.conftest import tiny_overrides
 
 
@@ -94,3 +95,12 @@ def test_evaluate_counts_every_validation_and_test_sample(data_root: Path) -> No
         assert metrics[f"{split}_count"] == len(client.data.client_split(3, split)[1])
         assert 0 <= metrics[f"{split}_correct"] <= metrics[f"{split}_count"]
     assert count == metrics["test_count"] and loss == pytest.approx(metrics["test_loss_sum"] / count)
+
+
+def test_epochs_mode_visits_every_sample_once_per_epoch() -> None:
+    batches = batch_indices(10, 4, steps=50, epochs=2, generator=torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2]
+    for epoch in (batches[:3], batches[3:]):
+        assert sorted(torch.cat(epoch).tolist()) == list(range(10))
+    steps = batch_indices(10, 4, steps=5, epochs=None, generator=torch.Generator().manual_seed(0))
+    assert [len(b) for b in steps] == [4] * 5 and all(len(set(b.tolist())) == 4 for b in steps)
