@@ -95,7 +95,14 @@ class PersonalizedClient(NumPyClient):
         )
         batches = batch_indices(len(labels), c.batch_size, c.inner_steps, c.epochs, generator)
         loss = train_local(
-            model, images, labels, self.norm, batches=batches, optimizers=optimizers, clipped=shared, grad_clip=c.grad_clip
+            model,
+            images,
+            labels,
+            self.norm,
+            batches=batches,
+            optimizers=optimizers,
+            clipped=shared,
+            grad_clip=c.grad_clip,
         )
         self._save(named, keep, optimizers[-1] if own_optimizer else None)
         delta = [(named[name].detach() - torch.tensor(sent[name])).contiguous().numpy() for name in returned]
