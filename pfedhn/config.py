@@ -6,6 +6,7 @@ is loaded or any process is started.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "client.channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "model.n_kernels": (_positive_int, "a positive integer"),
     "simulation.backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
-    "simulation.threads": (_positive_int, "a positive integer"),
+    "simulation.threads": (lambda v: v == "auto" or _positive_int(v), "auto or a positive integer"),
     "simulation.server_threads": (_positive_int, "a positive integer"),
     "simulation.poll_interval": (_positive, "a positive number of seconds"),
     "simulation.client_cpus": (_positive, "a positive number"),
@@ -157,6 +158,13 @@ def check_resumable(cfg: DictConfig, saved: dict[str, Any]) -> None:
             raise ConfigError(key, f"is {now.get(key)!r} but the run being resumed used {then.get(key)!r}")
 
 
+def resolve_threads(cfg: DictConfig, concurrent_runs: int) -> None:
+    """Replace ``simulation.threads: auto`` by the machine's cores shared among the
+    ``concurrent_runs`` runs a launcher runs at once (at least 1 each)."""
+    if cfg.simulation.threads == "auto":
+        cfg.simulation.threads = max(1, (os.cpu_count() or 1) // max(1, concurrent_runs))
+
+
 def data_settings(cfg: DictConfig) -> DataSettings:
     d = cfg.dataset
     return DataSettings(
@@ -204,4 +212,5 @@ def from_run_config(run_config: dict[str, Any]) -> DictConfig:
     ``overrides`` (a space-separated string of Hydra overrides)."""
     cfg = compose(str(run_config.get("overrides", "")).split())
     validate(cfg)
+    resolve_threads(cfg, concurrent_runs=1)
     return cfg

@@ -51,15 +51,17 @@ def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
     return bool(saved["finished"]) and saved["config"]["num_rounds"] == cfg.num_rounds
 
 
-def run(cfg: DictConfig, output_dir: Path) -> RunHistory | None:
+def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHistory | None:
     """Run the experiment of a composed config; return its history (also in ``results.json``).
 
     The same command can be given again in the same directory (a sweep's cells
     have fixed ones): a finished run there is skipped (returns None) and an
     unfinished one continues from its last checkpoint, as with ``resume``.
+    ``concurrent_runs``: how many runs share the machine (``simulation.threads=auto``).
     """
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
     config.validate(cfg)
+    config.resolve_threads(cfg, concurrent_runs)
     if cfg.resume is not None:
         output_dir = Path(to_absolute_path(cfg.resume))
     elif finished_in(output_dir, cfg):
@@ -83,7 +85,10 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory | None:
     if not in_process:
         load_federated.cache_clear()  # the Ray actor loads its own copy; free this one
 
-    history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True))
+    history = RunHistory(
+        config=OmegaConf.to_container(cfg, resolve=True),
+        client_classes=[sorted(int(c) for c in classes) for classes in data.assignment.classes],
+    )
     results_path = output_dir / "results.json"
     strategy = build_strategy(
         cfg,
@@ -123,11 +128,18 @@ def run(cfg: DictConfig, output_dir: Path) -> RunHistory | None:
     return history
 
 
+def launcher_jobs(launcher: DictConfig) -> int:
+    """How many runs Hydra's launcher runs at once: joblib's ``n_jobs`` (-1: one per core,
+    -2: all but one, ...), 1 for a launcher without it (the basic one)."""
+    jobs = OmegaConf.select(launcher, "n_jobs", default=1)
+    return max(1, (os.cpu_count() or 1) + 1 + jobs if jobs < 0 else jobs)
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; a user-fixable error ends the run with one line, exit code 2."""
     try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        run(cfg, Path(HydraConfig.get().runtime.output_dir), launcher_jobs(HydraConfig.get().launcher))
     except PFedHNError as error:
         log.error("%s", error)
         sys.exit(2)

@@ -98,6 +98,8 @@ class RunHistory:
     groups: dict[str, ClientGroup] = field(default_factory=dict)  # reported apart (novel-client runs)
     eval_wall_times: list[float | None] = field(default_factory=list)  # run's wall time (s) at each evaluation
     provenance: list[dict[str, Any]] = field(default_factory=list)  # one ``provenance.record`` per process
+    client_classes: list[list[int]] = field(default_factory=list)  # the classes of each client's training data
+    method_report: dict[str, Any] = field(default_factory=dict)  # the method's own state worth reading (pFedLA: α)
 
     def add(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)
@@ -124,6 +126,8 @@ class RunHistory:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "provenance": self.provenance,
+            "client_classes": self.client_classes,
+            "method_report": self.method_report,
             "groups": {name: group.report(self.evaluations) for name, group in self.groups.items()},
             "eval_wall_time_s": self.eval_wall_times,
             "history": [asdict(e) for e in self.evaluations],

@@ -42,14 +42,19 @@ from flwr.server import Grid, ServerApp
 from flwr.server.superlink.fleet.vce import vce_api
 from flwr.server.superlink.fleet.vce.backend import Backend, BackendConfig
 from flwr.server.superlink.linkstate import LinkState
-from flwr.simulation import run_simulation
+
+try:
+    from flwr.simulation import run_simulation
+except ImportError:  # deprecated since flwr 1.28; a release may drop it (see ``simulate``)
+    run_simulation = None
 
 from pfedhn import flower_internals
+from pfedhn.errors import PFedHNError
 from pfedhn.strategy import PersonalizedStrategy, call_here
 
 FLOWER_POLL_INTERVAL = 0.1
 BACKENDS = ("inprocess", "ray", "stock")  # stock: Flower's engine untouched (Ray, 0.1 s polling)
-STOCK_COST = "STOCK_COST_TBD"
+STOCK_COST = "1.15-1.3x the time per CIFAR-10 round and about twice the memory here (docs/performance.md)"
 log = logging.getLogger("pfedhn")
 
 
@@ -234,6 +239,11 @@ def simulate(
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if run_simulation is None:
+        raise PFedHNError(
+            f"flwr {flwr_version()} has no run_simulation, which python -m pfedhn.main runs on; "
+            "install the pinned flwr (pip install -e .) or run the same apps with `flwr run .` (EXTENDED_README.md)"
+        )
     log.info(
         "Flower's run_simulation, which runs this simulation, is deprecated (no removal version yet); "
         "`flwr run .` runs the same apps (EXTENDED_README.md, 'flwr run')"

@@ -230,6 +230,11 @@ class PersonalizedStrategy(Strategy):
     def load_server_state(self, state: dict[str, Any]) -> None:
         """Inverse of ``server_state``."""
 
+    def report(self) -> dict[str, Any]:
+        """The method's state worth keeping in ``results.json`` (refreshed at every evaluation);
+        JSON-serializable. Nothing by default."""
+        return {}
+
     def is_novel_round(self, server_round: int) -> bool:
         """In the novel-client phase only novel clients train (see ``novel_clients``)."""
         return server_round >= self.novel_from
@@ -360,6 +365,7 @@ class PersonalizedStrategy(Strategy):
             for split in ("val", "test")
         }
         self.history.add(Evaluation(server_round, splits["val"], splits["test"]))
+        self.history.method_report = self.compute(self.report)
         if self.results_path is not None:
             self.history.write(self.results_path)
         best = self.history.best

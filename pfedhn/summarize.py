@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
 
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-METHOD_LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC"}
+METHOD_LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC", "pfedla": "pFedLA", "heurpfedla": "HeurpFedLA"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,57 @@ def provenance_table(runs: list[Run]) -> str:
             f"{commits or '–'} | {'–' if wall is None else f'{wall / 60:.0f} min'} |"
         )
     return "\n".join(lines)
+
+
+def alpha_means(run: Run, layer: str) -> tuple[float, float, float]:
+    """pFedLA's learned α for ``layer``: mean weight of a client on itself, on the other
+    clients that share a class with it, and on those that share none."""
+    alpha = np.array(run.result["method_report"]["alpha"][layer])
+    shared = _shared_classes(run) > 0
+    others = ~np.eye(len(alpha), dtype=bool)
+    return float(alpha.diagonal().mean()), float(alpha[shared & others].mean()), float(alpha[~shared].mean())
+
+
+def _shared_classes(run: Run) -> np.ndarray:
+    """(clients, clients): how many training classes two clients have in common."""
+    classes = [set(c) for c in run.result["client_classes"]]
+    return np.array([[len(a & b) for b in classes] for a in classes])
+
+
+def alpha_table(runs: list[Run]) -> str:
+    """Per pFedLA run and layer: mean α on self, on class-sharing clients, on the others."""
+    lines = [
+        "| method | dataset, clients | rounds | layer | α on itself | α on clients sharing a class | α on the others |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for layer in run.result["method_report"]["alpha"]:
+            own, share, none = alpha_means(run, layer)
+            lines.append(
+                f"| {METHOD_LABELS.get(run.method, run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+                f"{run.clients} | {run.rounds_done} | {layer} | {own:.3f} | {share:.3f} | {none:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_alpha(run: Run, layer: str, static: Path) -> Path:
+    """pFedLA's α for one layer (row i: client i's weights) beside the shared-class counts."""
+    alpha = np.array(run.result["method_report"]["alpha"][layer])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    shown = axes[0].imshow(alpha, cmap="viridis")
+    fig.colorbar(shown, ax=axes[0], fraction=0.046)
+    axes[0].set(xlabel="client j (aggregated)", ylabel="client i (receiving)", title=f"learned α, layer {layer}")
+    counts = axes[1].imshow(_shared_classes(run), cmap="Greys")
+    fig.colorbar(counts, ax=axes[1], fraction=0.046)
+    axes[1].set(xlabel="client j", ylabel="client i", title="training classes in common")
+    own, share, none = alpha_means(run, layer)
+    fig.suptitle(
+        f"{METHOD_LABELS.get(run.method, run.method)}, {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+        f"{run.clients} clients, {run.rounds_done} rounds: mean α on itself {own:.3f}, "
+        f"on class-sharing clients {share:.3f}, on the others {none:.3f}",
+        fontsize=9,
+    )
+    return _save(fig, static / f"alpha_{run.method}_{run.dataset}_{run.clients}_{layer}.png")
 
 
 def novel_table(runs: list[Run]) -> str:
@@ -201,6 +252,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("dirs", nargs="+", type=Path, help="directories searched for results.json")
     parser.add_argument("--table", type=Path, default=Path("results/table.md"))
     parser.add_argument("--static", type=Path, default=Path("_static"))
+    parser.add_argument("--alpha-layer", default="fc1", help="the layer whose pFedLA α is plotted")
     args = parser.parse_args(argv)
     found = find_runs(args.dirs)
     if not found:
@@ -210,6 +262,10 @@ def main(argv: list[str] | None = None) -> str:
     text = table(runs) if runs else ""
     if runs:
         text += "\n\nWhat produced each run (`provenance` in its results.json):\n\n" + provenance_table(runs)
+    aggregated = [r for r in runs if r.result.get("method_report", {}).get("alpha")]
+    if aggregated:
+        text += "\n\npFedLA's learned aggregation weights at the last evaluation (mean α per client pair):\n\n"
+        text += alpha_table(aggregated)
     if novel:
         text += "\n\n" if text else ""
         text += "Novel clients (paper Sec. 5.3): test accuracy (%) of each group at its best validation.\n\n"
@@ -228,6 +284,8 @@ def main(argv: list[str] | None = None) -> str:
             print(f"wrote {path}")
     for run in novel:
         print(f"wrote {plot_novel(run, args.static)}")
+    for run in aggregated:
+        print(f"wrote {plot_alpha(run, args.alpha_layer, args.static)}")
     print(text)
     return text
 

@@ -65,7 +65,12 @@ runpy.run_module("pfedhn.main", run_name="__main__")  # as python -m pfedhn.main
 
 def test_a_changed_flower_falls_back_to_the_stock_engine_with_the_same_numbers(data_root: Path, tmp_path: Path) -> None:
     """Thread settings match (the server's 2 threads on both), so the histories agree bitwise."""
-    args = tiny_overrides(data_root) + ["num_rounds=3", "eval_every=1", "simulation.server_threads=2"]
+    args = tiny_overrides(data_root) + [
+        "num_rounds=3",
+        "eval_every=1",
+        "simulation.server_threads=2",
+        "simulation.threads=2",
+    ]
     normal = subprocess.run(
         [sys.executable, "-m", "pfedhn.main", *args, f"hydra.run.dir={tmp_path / 'inprocess'}"],
         cwd=ROOT,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
 import subprocess
+import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from pfedhn.provenance import git_state
-from tests.conftest import run_pfedhn, tiny_overrides
+from tests.conftest import ROOT, run_pfedhn, tiny_overrides
 
 
 def run_main(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
@@ -50,7 +54,7 @@ def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_p
             "python": platform.python_version(),
         }
         assert all(record[name] == metadata.version(name) for name in ("flwr", "torch", "torchvision"))
-        assert record["commit"] == git_state()[0] and record["torch_threads"] == 2
+        assert record["commit"] == git_state()[0] and record["torch_threads"] == os.cpu_count()  # threads=auto
 
 
 def test_the_same_command_gives_the_same_numbers(data_root: Path, tmp_path: Path) -> None:
@@ -71,6 +75,7 @@ def test_the_ray_backend_gives_the_numbers_of_the_in_process_one(data_root: Path
         "num_rounds=4",
         "eval_every=1",
         "simulation.server_threads=2",
+        "simulation.threads=2",
     ]
     histories = {}
     for backend in ("inprocess", "ray"):
@@ -136,3 +141,58 @@ def test_novel_clients_are_reported_apart(data_root: Path, tmp_path: Path) -> No
     assert seen["rounds"] == [1, 3] and novel["rounds"] == [4, 5]
     assert novel["best_val_round"] == 5 and 0 <= novel["test_accuracy"] <= 1
     assert seen["best_val_round"] in (1, 3)
+
+
+def test_a_killed_sweep_relaunched_ends_as_an_uninterrupted_one(data_root: Path, tmp_path: Path) -> None:
+    """The same multirun command, given again, resumes unfinished cells and skips finished ones."""
+    args = [
+        "--multirun",
+        *tiny_overrides(data_root),
+        "method=pfedhn,pfedhn_pc",
+        "num_rounds=12",
+        "eval_every=4",
+        "checkpoint_every=2",
+    ]
+    whole = run_pfedhn([*args, f"hydra.sweep.dir={tmp_path / 'whole'}"])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = [*args, f"hydra.sweep.dir={tmp_path / 'killed'}"]
+    first = tmp_path / "killed" / "pfedhn_mnist_n4_s42"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "pfedhn.main", *killed],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (first / "checkpoint.pt").exists() and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)  # kill -9, mid-way through the first cell
+        sweep.wait()
+    assert not json.loads((first / "results.json").read_text())["finished"]
+
+    again = run_pfedhn(killed)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {first} after round" in again.stdout + again.stderr
+    for cell in ("pfedhn_mnist_n4_s42", "pfedhn_pc_mnist_n4_s42"):
+        a, b = (json.loads((tmp_path / d / cell / "results.json").read_text()) for d in ("whole", "killed"))
+        assert b["finished"] and a["history"] == b["history"], cell
+    assert len(json.loads((first / "results.json").read_text())["provenance"]) == 2
+
+    once_more = run_pfedhn(killed)
+    assert once_more.returncode == 0 and (once_more.stdout + once_more.stderr).count("finished: skipped") == 2
+
+
+def test_a_sweep_on_the_joblib_launcher_runs_one_job_per_core_each_on_its_share(
+    data_root: Path, tmp_path: Path
+) -> None:
+    args = ["--multirun", *tiny_overrides(data_root), "method=pfedhn,pfedhn_pc", "num_rounds=3"]
+    done = run_pfedhn([*args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    for method in ("pfedhn", "pfedhn_pc"):
+        results = json.loads((tmp_path / f"{method}_mnist_n4_s42" / "results.json").read_text())
+        assert results["finished"]
+        assert results["provenance"][0]["torch_threads"] == max(1, os.cpu_count() // 2)  # threads=auto

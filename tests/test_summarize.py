@@ -92,3 +92,20 @@ def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
     text = main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
     assert "| pFedHN | MNIST, 5 (1) | 4 (+ 2) | 90.00 | 80.00 | 10.00 | unrecorded |" in text
     assert (tmp_path / "s" / "novel_pfedhn_mnist_5.png").is_file()
+
+
+def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs / "la", "pfedla", 0, 0.7)
+    result = json.loads((runs / "la" / "results.json").read_text())
+    # clients 0 and 1 share class 1; client 2 shares nothing with either
+    result["client_classes"] = [[0, 1], [1, 2], [3, 4]]
+    alpha = [[0.5, 0.3, 0.2], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8]]
+    result["method_report"] = {"alpha": {"conv1": alpha, "fc1": alpha}}
+    result["config"]["num_clients"] = 3
+    (runs / "la" / "results.json").write_text(json.dumps(result))
+    static = tmp_path / "static"
+    text = main([str(runs), "--table", str(tmp_path / "t.md"), "--static", str(static)])
+    # itself: (0.5 + 0.4 + 0.8) / 3; sharing: 0.3 and 0.4; the others: 0.2, 0.2, 0.1, 0.1
+    assert "| pFedLA | CIFAR-10, 3 | 61 | fc1 | 0.567 | 0.350 | 0.150 |" in text
+    assert (static / "alpha_pfedla_cifar10_3_fc1.png").is_file()

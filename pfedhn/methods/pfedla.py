@@ -168,6 +168,12 @@ class PFedLA(PersonalizedStrategy):
         optimizer.step()
         return norm, {n: aggregated[n].detach() + deltas[n] for n in names}
 
+    @torch.no_grad()
+    def report(self) -> dict[str, Any]:
+        """``alpha``: layer → α as a (client, client) nested list; row i is α_i."""
+        alphas = torch.stack([self.alpha(client) for client in range(self.num_clients)])  # (clients, layers, clients)
+        return {"alpha": {layer: alphas[:, index].tolist() for index, layer in enumerate(self.layers)}}
+
     # ------------------------------------------------------------------ state
 
     def server_state(self) -> dict[str, Any]:
