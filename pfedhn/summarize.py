@@ -152,8 +152,9 @@ def plot_alpha(run: Run, layer: str, static: Path) -> Path:
     shown = axes[0].imshow(alpha, cmap="viridis")
     fig.colorbar(shown, ax=axes[0], fraction=0.046)
     axes[0].set(xlabel="client j (aggregated)", ylabel="client i (receiving)", title=f"learned α, layer {layer}")
-    counts = axes[1].imshow(_shared_classes(run), cmap="Greys")
-    fig.colorbar(counts, ax=axes[1], fraction=0.046)
+    shared = _shared_classes(run)
+    counts = axes[1].imshow(shared, cmap="Greys")
+    fig.colorbar(counts, ax=axes[1], fraction=0.046, ticks=range(int(shared.max()) + 1))
     axes[1].set(xlabel="client j", ylabel="client i", title="training classes in common")
     own, share, none = alpha_means(run, layer)
     fig.suptitle(
@@ -252,7 +253,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("dirs", nargs="+", type=Path, help="directories searched for results.json")
     parser.add_argument("--table", type=Path, default=Path("results/table.md"))
     parser.add_argument("--static", type=Path, default=Path("_static"))
-    parser.add_argument("--alpha-layer", default="fc1", help="the layer whose pFedLA α is plotted")
+    parser.add_argument(
+        "--alpha-layer", default="fc1", help="the layer whose pFedLA α is plotted (fc1: most of the parameters)"
+    )
     args = parser.parse_args(argv)
     found = find_runs(args.dirs)
     if not found:
