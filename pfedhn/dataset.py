@@ -75,6 +75,10 @@ class FederatedData:
     client_indices: dict[str, list[torch.Tensor]]
     assignment: ClassAssignment
 
+    def client_classes(self) -> list[list[int]]:
+        """Each client's classes, sorted."""
+        return [sorted(int(c) for c in classes) for classes in self.assignment.classes]
+
     def client_split(self, client: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` of one client's split: uint8 (n, C, H, W) and int64 (n,)."""
         index = self.client_indices[split][client]

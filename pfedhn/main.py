@@ -85,10 +85,9 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
     if not in_process:
         load_federated.cache_clear()  # the Ray actor loads its own copy; free this one
 
-    history = RunHistory(
-        config=OmegaConf.to_container(cfg, resolve=True),
-        client_classes=[sorted(int(c) for c in classes) for classes in data.assignment.classes],
-    )
+    # no attribute named `classes` in this module: joblib's cloudpickle, pickling it by value
+    # for a worker, would take the name for the submodule torch.classes, which cannot be pickled
+    history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True), client_classes=data.client_classes())
     results_path = output_dir / "results.json"
     strategy = build_strategy(
         cfg,
