@@ -54,8 +54,13 @@ class Internal:
             return f"{self.name} has no readable signature"
         if found != self.parameters:
             return f"{self.name} takes ({', '.join(found)}), expected ({', '.join(self.parameters)})"
-        if self.source_has and self.source_has not in inspect.getsource(target):
-            return f"{self.name} no longer contains {self.source_has!r}"
+        if self.source_has:
+            try:
+                source = inspect.getsource(target)
+            except (OSError, TypeError):
+                return f"{self.name} has no readable source"
+            if self.source_has not in source:
+                return f"{self.name} no longer contains {self.source_has!r}"
         return None
 
 

@@ -27,12 +27,12 @@ client = PersonalizedClient(0, cfg, RecordDict())
 def rounds(n, out, update):
     torch.set_num_threads(int(sys.argv[2]))
     for r in range(n):
-        sent = strategy.client_parameters(0)
+        message = strategy.message(0, r, training=True)
         t = time.perf_counter()
-        delta = client.fit(sent, {"partition_id": 0, "server_round": r})[0]
+        delta = client.fit(*message)[0]
         out.append(time.perf_counter() - t)
         if update:
-            strategy.apply_updates(r + 1, {0: delta})
+            strategy.apply_updates(r + 1, {0: strategy.named_update(0, delta)})
 
 
 mode = sys.argv[1]
@@ -53,16 +53,16 @@ elif mode == "split":  # fit in a worker thread, update in the main thread, as i
             item = q_in.get()
             if item is None:
                 return
-            r, sent = item
+            r, message = item
             t = time.perf_counter()
-            d = client.fit(sent, {"partition_id": 0, "server_round": r})[0]
+            d = client.fit(*message)[0]
             out.append(time.perf_counter() - t)
-            q_out.put(d)
+            q_out.put(strategy.named_update(0, d))
 
     th = threading.Thread(target=worker)
     th.start()
     for r in range(40):
-        q_in.put((r, strategy.client_parameters(0)))
+        q_in.put((r, strategy.message(0, r, training=True)))
         strategy.apply_updates(r + 1, {0: q_out.get()})
     q_in.put(None)
     th.join()
@@ -73,17 +73,17 @@ if mode == "rsplit":  # fit in the main thread, generate+update in a secondary t
 
     def server():
         for r in range(40):
-            q_in.put((r, strategy.client_parameters(0)))
+            q_in.put((r, strategy.message(0, r, training=True)))
             strategy.apply_updates(r + 1, {0: q_out.get()})
         q_in.put(None)
 
     th = threading.Thread(target=server)
     th.start()
     while (item := q_in.get()) is not None:
-        r, sent = item
+        r, message = item
         t = time.perf_counter()
-        d = client.fit(sent, {"partition_id": 0, "server_round": r})[0]
+        d = client.fit(*message)[0]
         out.append(time.perf_counter() - t)
-        q_out.put(d)
+        q_out.put(strategy.named_update(0, d))
     th.join()
 print(mode, round(statistics.median(out[10:]), 4))
