@@ -28,7 +28,12 @@ import numpy as np  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
 
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-METHOD_LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC", "pfedla": "pFedLA", "heurpfedla": "HeurpFedLA"}
+METHOD_LABELS = {
+    "pfedhn": "pFedHN",
+    "pfedhn_pc": "pFedHN-PC",
+    "pfedla": "pFedLA",
+    **{f"heurpfedla_k{k}": f"HeurpFedLA, K = {k}" for k in range(1, 6)},  # one row per K
+}
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,10 @@ def find_runs(dirs: list[Path]) -> list[Run]:
         for path in sorted(directory.rglob("results.json")):
             result = json.loads(path.read_text())
             cfg = result["config"]
-            runs.append(
-                Run(path, cfg["method"]["name"], cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result)
-            )
+            method = cfg["method"]["name"]
+            if cfg["method"].get("local_layers"):  # HeurpFedLA: a row per K
+                method = f"{method}_k{cfg['method']['local_layers']}"
+            runs.append(Run(path, method, cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result))
     return runs
 
 
