@@ -273,7 +273,10 @@ def main(argv: list[str] | None = None) -> str:
         text += "\n\nWhat produced each run (`provenance` in its results.json):\n\n" + provenance_table(runs)
     aggregated = [r for r in runs if r.result.get("method_report", {}).get("alpha")]
     if aggregated:
-        text += "\n\npFedLA's learned aggregation weights at the last evaluation (mean α per client pair):\n\n"
+        text += (
+            "\n\npFedLA's learned aggregation weights at the last evaluation (mean α per client pair; "
+            "HeurpFedLA: as its hypernetworks give them, though a client's K local layers use its own copy):\n\n"
+        )
         text += alpha_table(aggregated)
     if novel:
         text += "\n\n" if text else ""
