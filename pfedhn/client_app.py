@@ -24,7 +24,7 @@ from pfedhn import config
 from pfedhn.dataset import FederatedData, load_federated
 from pfedhn.methods import client_side
 from pfedhn.model import ModelSpec, TargetCNN
-from pfedhn.strategy import KEEP, KEPT, PARTITION_ID, RESTORE, SENT, SERVER_ROUND, split_names
+from pfedhn.strategy import KEEP, KEPT, PARTITION_ID, RESTORE, SENT, SERVER_ROUND, join_names, split_names
 from pfedhn.train import EvalResult, batch_indices, evaluate, train_local
 from pfedhn.utils import derive_seed
 
@@ -68,7 +68,7 @@ class PersonalizedClient(NumPyClient):
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         """Its partition id and the names of its store (``get_parameters``' order)."""
-        return {PARTITION_ID: self.partition_id, KEPT: ",".join(self._store())}
+        return {PARTITION_ID: self.partition_id, KEPT: join_names(list(self._store()))}
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         """This client's store, for the server's checkpoints."""
