@@ -13,83 +13,11 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
 
 from pfedhn import config
-from pfedhn.aggregation import StoredModels
-from pfedhn.errors import ConfigError
-from pfedhn.hypernetwork import HyperNetwork, LayerWeights, make_hypernetwork_optimizer
-from pfedhn.methods.pfedhn import PFedHN, pfedhn_client_side
-from pfedhn.methods.pfedla import PFedLA, pfedla_client_side
-from pfedhn.model import TargetCNN, head_names, parameter_shapes
+from pfedhn.methods.pfedhn import build_pfedhn, pfedhn_checks, pfedhn_client_side
+from pfedhn.methods.pfedla import build_pfedla, pfedla_client_side
 from pfedhn.strategy import ClientSide, PersonalizedStrategy
-
-
-def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
-    """pFedHN (``method.personal_head=false``) or pFedHN-PC (``true``) from the config.
-
-    The hypernetwork is initialized from ``torch``'s global RNG: seed it first.
-    """
-    hypernetwork = HyperNetwork(
-        parameter_shapes(config.model_spec(cfg), personal_head=cfg.method.personal_head),
-        num_clients=cfg.num_clients,
-        embed_dim=config.embed_dim(cfg),
-        hidden_dim=cfg.hypernetwork.hidden_dim,
-        n_hidden=cfg.hypernetwork.n_hidden,
-    )
-    server = cfg.method.server
-    optimizer = make_hypernetwork_optimizer(
-        hypernetwork, server.lr, server.embed_lr, server.momentum, server.weight_decay
-    )
-    novel_optimizer = None
-    if cfg.novel.clients:
-        # no weight decay: only the novel clients' rows get gradients, so only they move
-        novel_optimizer = torch.optim.SGD(
-            hypernetwork.embeddings.parameters(),
-            lr=server.lr if server.embed_lr is None else server.embed_lr,
-            momentum=server.momentum,
-        )
-    return PFedHN(
-        hypernetwork=hypernetwork,
-        optimizer=optimizer,
-        grad_clip=server.grad_clip,
-        novel_optimizer=novel_optimizer,
-        kept=head_names(config.model_spec(cfg)) if cfg.method.personal_head else (),
-        client_state=cfg.method.personal_head,
-        **base,
-    )
-
-
-def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
-    """pFedLA (``method.local_layers=0``) or HeurpFedLA (K > 0) from the config.
-
-    Every client's model starts from one target network drawn from ``torch``'s
-    global RNG, then each client's hypernetwork: seed it first.
-    """
-    initial = {name: p.detach() for name, p in TargetCNN(config.model_spec(cfg)).named_parameters()}
-    layers: dict[str, list[str]] = {}
-    for name in initial:
-        layers.setdefault(name.rsplit(".", 1)[0], []).append(name)
-    if cfg.method.local_layers > len(layers):
-        raise ConfigError("method.local_layers", f"{cfg.method.local_layers} exceeds the {len(layers)} layers")
-    hn, server = cfg.method.hypernetwork, cfg.method.server
-    weights = nn.ModuleList(
-        LayerWeights(len(layers), cfg.num_clients, hn.embed_dim, hn.hidden_dim, hn.n_hidden)
-        for _ in range(cfg.num_clients)
-    )
-    optimizers = [torch.optim.SGD(w.parameters(), lr=server.lr, momentum=server.momentum) for w in weights]
-    return PFedLA(
-        models=StoredModels(initial, cfg.num_clients),
-        layers=layers,
-        weights=weights,
-        optimizers=optimizers,
-        local_layers=cfg.method.local_layers,
-        **base,
-    )
-
-
-def pfedhn_checks(cfg: DictConfig) -> config.Checks:
-    return {**config.PFEDHN_CHECKS, **(config.HEAD_CHECKS if cfg.method.personal_head else {})}
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from flwr.common import Scalar
 from omegaconf import DictConfig
 
 from pfedhn import config
-from pfedhn.hypernetwork import HyperNetwork, step_hypernetwork
-from pfedhn.model import HEAD_PREFIX, make_head
+from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer, step_hypernetwork
+from pfedhn.model import HEAD_PREFIX, head_names, make_head, parameter_shapes
 from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
 from pfedhn.utils import derive_seed
 
@@ -115,3 +115,42 @@ def pfedhn_client_side(cfg: DictConfig) -> ClientSide:
     if cfg.method.personal_head:
         return ClientSide(init_kept=init_personal_head, kept_optimizer="method.head")
     return ClientSide()
+
+
+def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
+    """pFedHN (``method.personal_head=false``) or pFedHN-PC (``true``) from the config.
+
+    The hypernetwork is initialized from ``torch``'s global RNG: seed it first.
+    """
+    hypernetwork = HyperNetwork(
+        parameter_shapes(config.model_spec(cfg), personal_head=cfg.method.personal_head),
+        num_clients=cfg.num_clients,
+        embed_dim=config.embed_dim(cfg),
+        hidden_dim=cfg.hypernetwork.hidden_dim,
+        n_hidden=cfg.hypernetwork.n_hidden,
+    )
+    server = cfg.method.server
+    optimizer = make_hypernetwork_optimizer(
+        hypernetwork, server.lr, server.embed_lr, server.momentum, server.weight_decay
+    )
+    novel_optimizer = None
+    if cfg.novel.clients:
+        # no weight decay: only the novel clients' rows get gradients, so only they move
+        novel_optimizer = torch.optim.SGD(
+            hypernetwork.embeddings.parameters(),
+            lr=server.lr if server.embed_lr is None else server.embed_lr,
+            momentum=server.momentum,
+        )
+    return PFedHN(
+        hypernetwork=hypernetwork,
+        optimizer=optimizer,
+        grad_clip=server.grad_clip,
+        novel_optimizer=novel_optimizer,
+        kept=head_names(config.model_spec(cfg)) if cfg.method.personal_head else (),
+        client_state=cfg.method.personal_head,
+        **base,
+    )
+
+
+def pfedhn_checks(cfg: DictConfig) -> config.Checks:
+    return {**config.PFEDHN_CHECKS, **(config.HEAD_CHECKS if cfg.method.personal_head else {})}

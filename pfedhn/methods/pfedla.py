@@ -9,10 +9,14 @@ import numpy as np
 import torch
 from flwr.common import Scalar
 from flwr.common.logger import log
+from omegaconf import DictConfig
 from torch import nn
 
+from pfedhn import config
 from pfedhn.aggregation import StoredModels
-from pfedhn.hypernetwork import normalize_rows
+from pfedhn.errors import ConfigError
+from pfedhn.hypernetwork import LayerWeights, normalize_rows
+from pfedhn.model import TargetCNN
 from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
 
 
@@ -196,3 +200,31 @@ class PFedLA(PersonalizedStrategy):
 def pfedla_client_side(cfg: Any) -> ClientSide:
     """The client keeps HeurpFedLA's local layers; the server sends each the first time."""
     return ClientSide()
+
+
+def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
+    """pFedLA (``method.local_layers=0``) or HeurpFedLA (K > 0) from the config.
+
+    Every client's model starts from one target network drawn from ``torch``'s
+    global RNG, then each client's hypernetwork: seed it first.
+    """
+    initial = {name: p.detach() for name, p in TargetCNN(config.model_spec(cfg)).named_parameters()}
+    layers: dict[str, list[str]] = {}
+    for name in initial:
+        layers.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    if cfg.method.local_layers > len(layers):
+        raise ConfigError("method.local_layers", f"{cfg.method.local_layers} exceeds the {len(layers)} layers")
+    hn, server = cfg.method.hypernetwork, cfg.method.server
+    weights = nn.ModuleList(
+        LayerWeights(len(layers), cfg.num_clients, hn.embed_dim, hn.hidden_dim, hn.n_hidden)
+        for _ in range(cfg.num_clients)
+    )
+    optimizers = [torch.optim.SGD(w.parameters(), lr=server.lr, momentum=server.momentum) for w in weights]
+    return PFedLA(
+        models=StoredModels(initial, cfg.num_clients),
+        layers=layers,
+        weights=weights,
+        optimizers=optimizers,
+        local_layers=cfg.method.local_layers,
+        **base,
+    )
