@@ -24,13 +24,14 @@ from pfedhn import config
 from pfedhn.dataset import FederatedData, load_federated
 from pfedhn.methods import client_side
 from pfedhn.model import ModelSpec, TargetCNN
-from pfedhn.strategy import KEEP, KEPT, PARTITION_ID, RESTORE, SENT, SERVER_ROUND, join_names, split_names
+from pfedhn.strategy import KEEP, KEPT, PARTITION_ID, RESTORE, SENT, SERVER_ROUND, Adaptation, join_names, split_names
 from pfedhn.train import EvalResult, batch_indices, evaluate, train_local
 from pfedhn.utils import derive_seed
 
 STORE = "kept"  # the Context.state record holding what this client keeps
 MOMENTUM_PREFIX = "momentum."  # store entries holding a kept parameter's momentum
 TRAIN_STREAM = 2  # tag that keeps the local batches' derived seeds apart from other uses
+ADAPT_STREAM = 4  # tag of the batches of the steps taken before evaluating (ClientSide.adaptation)
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,11 +90,11 @@ class PersonalizedClient(NumPyClient):
         optimizers = [torch.optim.SGD(shared, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
         if own_optimizer and keep:
             optimizers.append(self._kept_optimizer(named, keep, store))
+        objective = None if self.side.objective is None else self.side.objective(self.cfg, model)
+        per_step = 1 if objective is None else objective.batches_per_step
         images, labels = self.data.client_split(self.partition_id, "train")
-        generator = torch.Generator().manual_seed(
-            derive_seed(self.cfg.seed, TRAIN_STREAM, self.partition_id, int(config[SERVER_ROUND]))
-        )
-        batches = batch_indices(len(labels), c.batch_size, c.inner_steps, c.epochs, generator)
+        generator = self._generator(TRAIN_STREAM, config)
+        batches = batch_indices(len(labels), c.batch_size, c.inner_steps * per_step, c.epochs, generator)
         loss = train_local(
             model,
             images,
@@ -103,16 +104,25 @@ class PersonalizedClient(NumPyClient):
             optimizers=optimizers,
             clipped=shared,
             grad_clip=c.grad_clip,
+            objective=objective,
         )
-        self._save(named, keep, optimizers[-1] if own_optimizer else None)
+        kept = {} if objective is None else objective.kept()
+        self._save(named, keep, optimizers[-1] if own_optimizer else None, kept)
         delta = [(named[name].detach() - torch.tensor(sent[name])).contiguous().numpy() for name in returned]
         return delta, len(labels), {PARTITION_ID: self.partition_id, "train_loss": loss}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         """Validation and test loss sums, correct and counts of the sent model with the kept
-        parameters in place (the store is left as it is)."""
+        parameters in place, or of the personalized model the client keeps (``ClientSide.personal``),
+        after the method's ``ClientSide.adaptation`` steps (the store is left as it is)."""
         sent, keep = self._read(parameters, config)
-        model = self._load(sent, keep, self._store())
+        store = self._store()
+        model = self._load(sent, keep, store)
+        if self.side.personal is not None:
+            self._load_personal(model, store, self.side.personal)
+        adaptation = None if self.side.adaptation is None else self.side.adaptation(self.cfg)
+        if adaptation is not None and adaptation.steps:
+            self._adapt(model, adaptation, config)
         results: dict[str, EvalResult] = {}
         for split in ("val", "test"):
             images, labels = self.data.client_split(self.partition_id, split)
@@ -130,6 +140,39 @@ class PersonalizedClient(NumPyClient):
         return test.loss_sum / test.count, test.count, metrics
 
     # ------------------------------------------------------------------- internals
+
+    def _generator(self, stream: int, config: dict[str, Scalar]) -> torch.Generator:
+        """The RNG of this client's batches in this round, for ``stream`` (training or adaptation)."""
+        seed = derive_seed(self.cfg.seed, stream, self.partition_id, int(config[SERVER_ROUND]))
+        return torch.Generator().manual_seed(seed)
+
+    def _load_personal(self, model: TargetCNN, store: dict[str, torch.Tensor], prefix: str) -> None:
+        """Put the personalized model kept under ``prefix`` into ``model``, if the client has one."""
+        personal = {name[len(prefix) :]: t for name, t in store.items() if name.startswith(prefix)}
+        if personal:
+            model.load_state_dict(personal)
+
+    def _adapt(self, model: TargetCNN, adaptation: Adaptation, config: dict[str, Scalar]) -> None:
+        """``adaptation.steps`` SGD steps of ``model`` (all of it) on this client's training data."""
+        c = self.cfg.client
+        images, labels = self.data.client_split(self.partition_id, "train")
+        batches = batch_indices(
+            len(labels), c.batch_size, adaptation.steps, None, self._generator(ADAPT_STREAM, config)
+        )
+        params = list(model.parameters())
+        optimizer = torch.optim.SGD(
+            params, lr=adaptation.lr, momentum=adaptation.momentum, weight_decay=adaptation.weight_decay
+        )
+        train_local(
+            model,
+            images,
+            labels,
+            self.norm,
+            batches=batches,
+            optimizers=[optimizer],
+            clipped=params,
+            grad_clip=c.grad_clip,
+        )
 
     def _check_addressee(self, config: dict[str, Scalar]) -> None:
         if int(config[PARTITION_ID]) != self.partition_id:
@@ -190,10 +233,18 @@ class PersonalizedClient(NumPyClient):
                 optimizer.state[param]["momentum_buffer"] = store[MOMENTUM_PREFIX + name].clone()
         return optimizer
 
-    def _save(self, named: dict[str, torch.nn.Parameter], keep: list[str], optimizer: torch.optim.SGD | None) -> None:
+    def _save(
+        self,
+        named: dict[str, torch.nn.Parameter],
+        keep: list[str],
+        optimizer: torch.optim.SGD | None,
+        kept: dict[str, torch.Tensor],
+    ) -> None:
         """The store becomes the kept parameters as trained (and their momentum, if the method
-        keeps its own optimizer for them); a kept parameter of earlier rounds not kept now is dropped."""
+        keeps its own optimizer for them) and the objective's ``kept`` state; whatever of
+        earlier rounds is not kept now is dropped."""
         store = {name: named[name].detach().clone() for name in keep}
+        store.update({name: tensor.detach().clone() for name, tensor in kept.items()})
         if optimizer is not None:
             for name in keep:
                 buffer = optimizer.state[named[name]].get("momentum_buffer")

@@ -20,27 +20,27 @@ from pfedhn.simulation import BACKENDS
 from pfedhn.train import Normalization
 
 
-def _positive_int(value: Any) -> bool:
+def positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _positive(value: Any) -> bool:
+def positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def _non_negative_int(value: Any) -> bool:
+def non_negative_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _non_negative(value: Any) -> bool:
+def non_negative(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "num_clients": (_positive_int, "a positive integer"),
-    "num_rounds": (_positive_int, "a positive integer"),
-    "clients_per_round": (_positive_int, "a positive integer"),
-    "eval_every": (_positive_int, "a positive integer"),
+    "num_clients": (positive_int, "a positive integer"),
+    "num_rounds": (positive_int, "a positive integer"),
+    "clients_per_round": (positive_int, "a positive integer"),
+    "eval_every": (positive_int, "a positive integer"),
     "seed": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "checkpoint_every": (
         lambda v: isinstance(v, int) and v >= 0,
@@ -49,55 +49,55 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "resume": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
     "novel.clients": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "novel.rounds": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
-    "dataset.num_classes": (_positive_int, "a positive integer"),
-    "dataset.in_channels": (_positive_int, "a positive integer"),
-    "dataset.image_size": (lambda v: _positive_int(v) and v >= 16, "an integer >= 16"),
-    "dataset.classes_per_client": (_positive_int, "a positive integer"),
-    "dataset.val_size": (_positive_int, "a positive integer"),
-    "client.inner_steps": (_positive_int, "a positive integer"),
-    "client.epochs": (lambda v: v is None or _positive_int(v), "null (use client.inner_steps) or a positive integer"),
-    "client.batch_size": (_positive_int, "a positive integer"),
-    "client.eval_batch_size": (_positive_int, "a positive integer"),
-    "client.lr": (_positive, "a positive number"),
-    "client.momentum": (_non_negative, "a non-negative number"),
-    "client.weight_decay": (_non_negative, "a non-negative number"),
-    "client.grad_clip": (_positive, "a positive number"),
+    "dataset.num_classes": (positive_int, "a positive integer"),
+    "dataset.in_channels": (positive_int, "a positive integer"),
+    "dataset.image_size": (lambda v: positive_int(v) and v >= 16, "an integer >= 16"),
+    "dataset.classes_per_client": (positive_int, "a positive integer"),
+    "dataset.val_size": (positive_int, "a positive integer"),
+    "client.inner_steps": (positive_int, "a positive integer"),
+    "client.epochs": (lambda v: v is None or positive_int(v), "null (use client.inner_steps) or a positive integer"),
+    "client.batch_size": (positive_int, "a positive integer"),
+    "client.eval_batch_size": (positive_int, "a positive integer"),
+    "client.lr": (positive, "a positive number"),
+    "client.momentum": (non_negative, "a non-negative number"),
+    "client.weight_decay": (non_negative, "a non-negative number"),
+    "client.grad_clip": (positive, "a positive number"),
     "client.channels_last": (lambda v: isinstance(v, bool), "true or false"),
-    "model.n_kernels": (_positive_int, "a positive integer"),
+    "model.n_kernels": (positive_int, "a positive integer"),
     "simulation.backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
-    "simulation.threads": (lambda v: v == "auto" or _positive_int(v), "auto or a positive integer"),
-    "simulation.server_threads": (_positive_int, "a positive integer"),
-    "simulation.poll_interval": (_positive, "a positive number of seconds"),
-    "simulation.client_cpus": (_positive, "a positive number"),
+    "simulation.threads": (lambda v: v == "auto" or positive_int(v), "auto or a positive integer"),
+    "simulation.server_threads": (positive_int, "a positive integer"),
+    "simulation.poll_interval": (positive, "a positive number of seconds"),
+    "simulation.client_cpus": (positive, "a positive number"),
 }
 
 Checks = dict[str, tuple[Callable[[Any], bool], str]]
 
 PFEDHN_CHECKS: Checks = {
-    "hypernetwork.hidden_dim": (_positive_int, "a positive integer"),
-    "hypernetwork.n_hidden": (_non_negative_int, "a non-negative integer"),
-    "hypernetwork.embed_dim": (lambda v: v is None or _positive_int(v), "null (auto) or a positive integer"),
-    "method.server.lr": (_positive, "a positive number"),
-    "method.server.embed_lr": (lambda v: v is None or _positive(v), "null (= lr) or a positive number"),
-    "method.server.momentum": (_non_negative, "a non-negative number"),
-    "method.server.weight_decay": (_non_negative, "a non-negative number"),
-    "method.server.grad_clip": (_positive, "a positive number"),
+    "hypernetwork.hidden_dim": (positive_int, "a positive integer"),
+    "hypernetwork.n_hidden": (non_negative_int, "a non-negative integer"),
+    "hypernetwork.embed_dim": (lambda v: v is None or positive_int(v), "null (auto) or a positive integer"),
+    "method.server.lr": (positive, "a positive number"),
+    "method.server.embed_lr": (lambda v: v is None or positive(v), "null (= lr) or a positive number"),
+    "method.server.momentum": (non_negative, "a non-negative number"),
+    "method.server.weight_decay": (non_negative, "a non-negative number"),
+    "method.server.grad_clip": (positive, "a positive number"),
     "method.personal_head": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 HEAD_CHECKS: Checks = {
-    "method.head.lr": (_positive, "a positive number"),
-    "method.head.momentum": (_non_negative, "a non-negative number"),
-    "method.head.weight_decay": (_non_negative, "a non-negative number"),
+    "method.head.lr": (positive, "a positive number"),
+    "method.head.momentum": (non_negative, "a non-negative number"),
+    "method.head.weight_decay": (non_negative, "a non-negative number"),
 }
 
 PFEDLA_CHECKS: Checks = {
-    "method.local_layers": (_non_negative_int, "a non-negative integer (HeurpFedLA's K; 0: pFedLA)"),
-    "method.hypernetwork.embed_dim": (_positive_int, "a positive integer"),
-    "method.hypernetwork.hidden_dim": (_positive_int, "a positive integer"),
-    "method.hypernetwork.n_hidden": (_non_negative_int, "a non-negative integer"),
-    "method.server.lr": (_positive, "a positive number"),
-    "method.server.momentum": (_non_negative, "a non-negative number"),
+    "method.local_layers": (non_negative_int, "a non-negative integer (HeurpFedLA's K; 0: pFedLA)"),
+    "method.hypernetwork.embed_dim": (positive_int, "a positive integer"),
+    "method.hypernetwork.hidden_dim": (positive_int, "a positive integer"),
+    "method.hypernetwork.n_hidden": (non_negative_int, "a non-negative integer"),
+    "method.server.lr": (positive, "a positive number"),
+    "method.server.momentum": (non_negative, "a non-negative number"),
 }
 
 

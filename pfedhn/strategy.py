@@ -83,24 +83,48 @@ class ClientModel:
 
 
 @dataclass(frozen=True)
+class Adaptation:
+    """Local SGD steps a client takes on its training data before it evaluates (the
+    evaluation's model only: nothing is kept): FedAvg+FT's fine-tuning, Per-FedAvg's
+    one adaptation step. Batches of ``client.batch_size``, seeded by (seed, client, round)."""
+
+    steps: int
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
 class ClientSide:
-    """What a method's client does with the parameters it keeps (``ClientModel.keep``).
+    """What a method's client does beyond plain local SGD on what it is sent.
 
     Parameters
     ----------
     init_kept : Callable[[DictConfig, int], dict[str, torch.Tensor]] | None (default: None)
         ``(cfg, partition_id) → name → tensor``: first values of kept parameters
-        that the server never sends, made on the client at first use (pFedHN-PC:
-        its head). None: the server sends each kept parameter the first time.
+        (``ClientModel.keep``) that the server never sends, made on the client at
+        first use (pFedHN-PC: its head; Local, FedPer, LG-FedAvg: their part of the
+        shared initial model). None: the server sends each kept parameter the first time.
     kept_optimizer : str | None (default: None)
         Config key of the SGD settings (``lr``, ``momentum``, ``weight_decay``) that
         train the kept parameters, whose momentum is kept with them across rounds
         and which are not clipped (pFedHN-PC: ``method.head``). None: they train
         with the client optimizer like the rest (momentum restarts each round).
+    objective : Callable[[DictConfig, nn.Module], LocalObjective] | None (default: None)
+        ``(cfg, model) → LocalObjective`` made for each fit, with ``model`` holding
+        the round's starting weights (Per-FedAvg, pFedMe). None: plain SGD.
+    personal : str | None (default: None)
+        Store prefix of a personalized model the objective keeps (``LocalObjective.kept``)
+        and the client evaluates instead of the model it is sent, once it has one (pFedMe's θ_i).
+    adaptation : Callable[[DictConfig], Adaptation | None] | None (default: None)
+        The steps taken before each evaluation (None or a None result: none).
     """
 
     init_kept: Callable[[Any, int], dict[str, Any]] | None = None
     kept_optimizer: str | None = None
+    objective: Callable[[Any, Any], Any] | None = None
+    personal: str | None = None
+    adaptation: Callable[[Any], Adaptation | None] | None = None
 
 
 class ClientFailure(RuntimeError):
@@ -218,9 +242,15 @@ class PersonalizedStrategy(Strategy):
         """What client ``client`` receives in ``server_round`` to train (``training``) or to evaluate."""
 
     @abstractmethod
-    def apply_updates(self, server_round: int, updates: dict[int, dict[str, np.ndarray]]) -> dict[str, Scalar]:
+    def apply_updates(
+        self,
+        server_round: int,
+        updates: dict[int, dict[str, np.ndarray]],
+        num_examples: dict[int, int] | None = None,
+    ) -> dict[str, Scalar]:
         """Fold this round's client results (partition id → parameter name → returned
-        change, for the names of ``ClientModel.returned``) into the server."""
+        change, for the names of ``ClientModel.returned``) into the server;
+        ``num_examples``: partition id → its training samples (None: equal weights)."""
 
     @abstractmethod
     def server_state(self) -> dict[str, Any]:
@@ -320,12 +350,13 @@ class PersonalizedStrategy(Strategy):
         """Hand every client's returned arrays to ``apply_updates``; stop on any failure."""
         server_round += self.start_round
         _raise_on_failures("fit", server_round, failures)
-        updates = {}
+        updates, num_examples = {}, {}
         for proxy, res in results:
             client = self._check_sender(proxy, res.metrics)
             self.history.bytes_received += _num_bytes(res.parameters)
             updates[client] = self.named_update(client, parameters_to_ndarrays(res.parameters))
-        metrics = self.compute(lambda: self.apply_updates(server_round, updates))
+            num_examples[client] = res.num_examples
+        metrics = self.compute(lambda: self.apply_updates(server_round, updates, num_examples))
         self.history.round_end_times.append(time.perf_counter())
         self._progress_bar().update(1)
         if server_round == self.num_rounds:

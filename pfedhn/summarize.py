@@ -28,7 +28,15 @@ import numpy as np  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
 
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-METHOD_LABELS = {
+METHOD_LABELS = {  # rows in this order
+    "local": "Local",
+    "fedavg": "FedAvg",
+    "fedavg_ft": "FedAvg+FT",
+    "fedper": "FedPer",
+    "lgfedavg": "LG-FedAvg",
+    "perfedavg": "Per-FedAvg (FO)",
+    "perfedavg_hf": "Per-FedAvg (HF)",
+    "pfedme": "pFedMe",
     "pfedhn": "pFedHN",
     "pfedhn_pc": "pFedHN-PC",
     "pfedla": "pFedLA",
@@ -67,11 +75,22 @@ def find_runs(dirs: list[Path]) -> list[Run]:
         for path in sorted(directory.rglob("results.json")):
             result = json.loads(path.read_text())
             cfg = result["config"]
-            method = cfg["method"]["name"]
-            if cfg["method"].get("local_layers"):  # HeurpFedLA: a row per K
-                method = f"{method}_k{cfg['method']['local_layers']}"
-            runs.append(Run(path, method, cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result))
+            runs.append(
+                Run(path, row_key(cfg["method"]), cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result)
+            )
     return runs
+
+
+def row_key(method: dict[str, Any]) -> str:
+    """The table row of a run's ``method`` config: its name, and the variant where one
+    method name covers several rows (HeurpFedLA's K, FedAvg+FT, Per-FedAvg (HF))."""
+    if method.get("local_layers"):
+        return f"{method['name']}_k{method['local_layers']}"
+    if method.get("finetune_steps"):
+        return f"{method['name']}_ft"
+    if method.get("variant", "fo") != "fo":
+        return f"{method['name']}_{method['variant']}"
+    return method["name"]
 
 
 def cell_text(runs: list[Run]) -> str:
@@ -207,36 +226,52 @@ def plot_novel(run: Run, static: Path) -> Path:
     return _save(fig, static / f"novel_{run.method}_{run.dataset}_{run.clients}.png")
 
 
-def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, color: str) -> None:
+def steps_per_round(run: Run) -> int | None:
+    """Local steps of all clients in one round (clients per round × steps each), or None when
+    the run counts local work in epochs (its steps depend on each client's data size)."""
+    cfg = run.result["config"]
+    if cfg["client"].get("epochs") is not None:
+        return None
+    return cfg["clients_per_round"] * cfg["client"]["inner_steps"]
+
+
+def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, color: str, per_round: int) -> None:
     rounds = min((np.array([e["round"] for e in r.result["history"]]) for r in runs), key=len)
     values = np.array([[e[split]["accuracy"] for e in r.result["history"][: len(rounds)]] for r in runs]) * 100
     mean = values.mean(0)
-    ax.plot(rounds, mean, style, color=color, label=label, linewidth=1.2)
+    ax.plot(rounds * per_round, mean, style, color=color, label=label, linewidth=1.2)
     if len(runs) > 1:
-        ax.fill_between(rounds, mean - values.std(0), mean + values.std(0), color=color, alpha=0.2)
+        ax.fill_between(rounds * per_round, mean - values.std(0), mean + values.std(0), color=color, alpha=0.2)
 
 
 def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], static: Path) -> list[Path]:
-    """Accuracy curves and per-client accuracy of one (dataset, clients) cell."""
+    """Accuracy curves (against total local steps, or rounds when a run counts epochs) and
+    per-client accuracy of one (dataset, clients) cell."""
     name = f"{dataset}_{clients}"
-    colors = dict(zip(sorted(by_method), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    order = sorted(by_method, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)
+    colors = {m: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, m in enumerate(order)}  # dark first
     title = f"{DATASET_LABELS.get(dataset, dataset)}, {clients} clients"
+    per_round = {m: [steps_per_round(r) for r in runs] for m, runs in by_method.items()}
+    in_steps = all(None not in counts and len(set(counts)) == 1 for counts in per_round.values())
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for method, runs in sorted(by_method.items()):
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for method in order:
+        runs = by_method[method]
+        scale = per_round[method][0] if in_steps else 1
         label = METHOD_LABELS.get(method, method)
-        _band(ax, runs, "test", "-", f"{label} test ({_seeds(len(runs))})", colors[method])
-        _band(ax, runs, "val", "--", f"{label} validation", colors[method])
-    ax.set(xlabel="round", ylabel="pooled accuracy (%)", title=f"{title}: accuracy vs round")
+        _band(ax, runs, "test", "-", f"{label} ({_seeds(len(runs))})", colors[method], scale)
+        _band(ax, runs, "val", "--", "_nolegend_", colors[method], scale)
+    x_label = "local SGD steps, all clients" if in_steps else "round"
+    ax.set(xlabel=x_label, ylabel="pooled accuracy (%)", title=f"{title}: test (solid), validation (dashed)")
     ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     curve = _save(fig, static / f"curve_{name}.png")
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * len(order)))
     data, labels = [], []
-    for method, runs in sorted(by_method.items()):
-        at_best = []
+    for method in order:
+        runs, at_best = by_method[method], []
         for run in runs:
             best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
             at_best += best["test"]["client_accuracy"]

@@ -53,6 +53,48 @@ def batch_indices(
     ]
 
 
+Batch = tuple[torch.Tensor, torch.Tensor]  # normalized float images (b, C, H, W), labels (b,)
+
+
+class LocalObjective:
+    """What one local step does with its batches: the part of local training a method may change.
+
+    This base is plain SGD on the cross-entropy of one batch (every method without an
+    objective of its own). A method that needs another (Per-FedAvg's meta-gradient,
+    pFedMe's Moreau envelope) subclasses it in its own file; the trainer, batches,
+    seeds and clipping stay the one ``train_local``.
+    """
+
+    batches_per_step = 1
+
+    def step(
+        self,
+        model: nn.Module,
+        batches: Sequence[Batch],
+        optimizers: Sequence[torch.optim.Optimizer],
+        clipped: Sequence[nn.Parameter],
+        grad_clip: float,
+    ) -> float:
+        """One update of ``model`` from ``batches_per_step`` batches; the step's loss.
+
+        Plain SGD: zero the gradients, backpropagate the batch's cross-entropy, clip
+        the gradient of ``clipped`` to norm ``grad_clip``, step every optimizer.
+        """
+        ((images, labels),) = batches
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
+        for optimizer in optimizers:
+            optimizer.step()
+        return loss.item()
+
+    def kept(self) -> dict[str, torch.Tensor]:
+        """State the client keeps after training, name → tensor (pFedMe: its personalized model); none here."""
+        return {}
+
+
 def train_local(
     model: nn.Module,
     images: torch.Tensor,
@@ -63,25 +105,25 @@ def train_local(
     optimizers: Sequence[torch.optim.Optimizer],
     clipped: Sequence[nn.Parameter],
     grad_clip: float,
+    objective: LocalObjective | None = None,
 ) -> float:
-    """One SGD step per batch of ``batches`` (index tensors, see ``batch_indices``); the mean loss.
+    """One ``objective`` step per ``objective.batches_per_step`` consecutive batches of
+    ``batches`` (index tensors, see ``batch_indices``); the mean loss of the steps.
 
-    ``images`` are the client's uint8 (n, C, H, W), ``labels`` (n,). Before each
-    step the gradient of ``clipped`` is clipped to norm ``grad_clip``; every
-    optimizer in ``optimizers`` then steps.
+    ``images`` are the client's uint8 (n, C, H, W), ``labels`` (n,). ``objective``
+    None is plain SGD (``LocalObjective``): before each step the gradient of
+    ``clipped`` is clipped to norm ``grad_clip``, then every optimizer steps.
     """
+    objective = LocalObjective() if objective is None else objective
+    per_step = objective.batches_per_step
+    if len(batches) % per_step:
+        raise ValueError(f"{len(batches)} batches do not make whole steps of {per_step}")
     model.train()
-    total = 0.0
-    for batch in batches:
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(normalize(images[batch], norm.mean, norm.std)), labels[batch])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
-        for optimizer in optimizers:
-            optimizer.step()
-        total += loss.item()
-    return total / len(batches)
+    losses = []
+    for start in range(0, len(batches), per_step):
+        data = [(normalize(images[b], norm.mean, norm.std), labels[b]) for b in batches[start : start + per_step]]
+        losses.append(objective.step(model, data, optimizers, clipped, grad_clip))
+    return sum(losses) / len(losses)
 
 
 @torch.no_grad()

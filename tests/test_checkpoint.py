@@ -45,13 +45,30 @@ def run_main(args: list[str], run_dir: Path) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("method", "stored"), [("pfedhn_pc", 4), ("heurpfedla", 2)])
+@pytest.mark.parametrize(
+    ("method", "stored"),
+    [
+        ("pfedhn_pc", 4),  # heads and their momentum
+        ("heurpfedla", 2),  # a local layer
+        ("local", 10),  # the whole model
+        ("fedavg", 0),
+        ("fedper", 2),  # the head
+        ("lgfedavg", 8),  # the body
+        ("perfedavg", 0),
+        ("pfedme", 10),  # the personalized model
+    ],
+)
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     data_root: Path, tmp_path: Path, method: str, stored: int
 ) -> None:
-    """Methods whose clients keep state (pFedHN-PC's heads and their momentum, HeurpFedLA's
-    local layer), so it must come back from the checkpoint too."""
-    args = tiny_overrides(data_root) + [f"method={method}", "eval_every=3", "checkpoint_every=2", "clients_per_round=2"]
+    """Every method, with what its clients keep (``stored`` tensors each), which must come
+    back from the checkpoint too."""
+    args = tiny_overrides(data_root) + [
+        f"method={method}",
+        "eval_every=3",
+        "checkpoint_every=2",
+        "clients_per_round=2",
+    ]
     run_main(args + ["num_rounds=6"], tmp_path / "whole")
     run_main(args + ["num_rounds=4"], tmp_path / "parts")
     log = run_main(args + ["num_rounds=6", f"resume={tmp_path / 'parts'}"], tmp_path / "ignored")
@@ -64,10 +81,10 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     a, b = (Checkpoint.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "parts"))
     assert a.round == b.round == 6
     for part in a.server:
-        if part.startswith(("hypernetwork", "models", "weights")):
+        if part.startswith(("hypernetwork", "models", "weights")):  # weights: pFedLA's HNs or a global model
             for name, tensor in a.server[part].items():
                 assert torch.equal(tensor, b.server[part][name]), name
-    assert a.clients.keys() == b.clients.keys() and a.clients
+    assert a.clients.keys() == b.clients.keys() and bool(a.clients) == bool(stored)
     for client, store in a.clients.items():
         assert store.keys() == b.clients[client].keys() and len(store) in (0, stored)
         assert all(np.array_equal(array, b.clients[client][name]) for name, array in store.items())

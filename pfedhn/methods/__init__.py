@@ -15,8 +15,14 @@ import torch
 from omegaconf import DictConfig
 
 from pfedhn import config
+from pfedhn.methods.fedavg import FEDAVG_CHECKS, build_fedavg, fedavg_client_side
+from pfedhn.methods.fedper import build_fedper, fedper_client_side
+from pfedhn.methods.lgfedavg import build_lgfedavg, lgfedavg_client_side
+from pfedhn.methods.local import build_local, local_client_side
+from pfedhn.methods.perfedavg import PERFEDAVG_CHECKS, build_perfedavg, perfedavg_client_side
 from pfedhn.methods.pfedhn import build_pfedhn, pfedhn_checks, pfedhn_client_side
 from pfedhn.methods.pfedla import build_pfedla, pfedla_client_side
+from pfedhn.methods.pfedme import PFEDME_CHECKS, build_pfedme, pfedme_client_side
 from pfedhn.strategy import ClientSide, PersonalizedStrategy
 
 
@@ -33,6 +39,12 @@ class Method:
 METHODS: dict[str, Method] = {
     "pfedhn": Method(build_pfedhn, pfedhn_client_side, pfedhn_checks),
     "pfedla": Method(build_pfedla, pfedla_client_side, lambda cfg: config.PFEDLA_CHECKS),
+    "local": Method(build_local, local_client_side, lambda cfg: {}),
+    "fedavg": Method(build_fedavg, fedavg_client_side, lambda cfg: FEDAVG_CHECKS),
+    "fedper": Method(build_fedper, fedper_client_side, lambda cfg: {}),
+    "lgfedavg": Method(build_lgfedavg, lgfedavg_client_side, lambda cfg: {}),
+    "perfedavg": Method(build_perfedavg, perfedavg_client_side, lambda cfg: PERFEDAVG_CHECKS),
+    "pfedme": Method(build_pfedme, pfedme_client_side, lambda cfg: PFEDME_CHECKS),
 }
 
 

@@ -75,8 +75,14 @@ class PFedHN(PersonalizedStrategy):
         generated = {name: t.numpy() for name, t in self.hypernetwork(client).items()}
         return ClientModel(generated, keep=self.kept)
 
-    def apply_updates(self, server_round: int, updates: dict[int, dict[str, np.ndarray]]) -> dict[str, Scalar]:
-        """One hypernetwork step from the returned deltas (averaged if several clients)."""
+    def apply_updates(
+        self,
+        server_round: int,
+        updates: dict[int, dict[str, np.ndarray]],
+        num_examples: dict[int, int] | None = None,
+    ) -> dict[str, Scalar]:
+        """One hypernetwork step from the returned deltas (averaged with equal weights if several
+        clients, as the official code; ``num_examples`` is not used)."""
         deltas = {
             client: {name: torch.from_numpy(array) for name, array in arrays.items()}
             for client, arrays in updates.items()

@@ -135,8 +135,14 @@ class PFedLA(PersonalizedStrategy):
             self._local[client] = local
         return ClientModel(arrays, keep=keep)
 
-    def apply_updates(self, server_round: int, updates: dict[int, dict[str, np.ndarray]]) -> dict[str, Scalar]:
-        """Step each client's hypernetwork on its Δ, then store every trained model."""
+    def apply_updates(
+        self,
+        server_round: int,
+        updates: dict[int, dict[str, np.ndarray]],
+        num_examples: dict[int, int] | None = None,
+    ) -> dict[str, Scalar]:
+        """Step each client's hypernetwork on its Δ, then store every trained model (``num_examples``
+        is not used: each client has its own hypernetwork)."""
         trained: dict[int, dict[str, torch.Tensor]] = {}
         norms = []
         for client, deltas in sorted(updates.items()):

@@ -1,0 +1,120 @@
+"""Per-FedAvg (Fallah, Mokhtari and Ozdaglar, NeurIPS 2020): FedAvg of a MAML objective.
+
+Paper: https://arxiv.org/abs/2002.07948
+
+Each local step minimizes f(w − α∇f(w)), the loss after one gradient step, in
+the paper's first-order (FO) or Hessian-free (HF) form; the server averages as
+FedAvg; a client evaluates the global model after one SGD step of size α on a
+batch of its training data, the adaptation the method is trained for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from torch.func import functional_call
+
+from pfedhn import config
+from pfedhn.methods.fedavg import GlobalAverage, build_fedavg
+from pfedhn.strategy import Adaptation, ClientSide
+from pfedhn.train import Batch, LocalObjective
+
+Weights = dict[str, torch.Tensor]
+VARIANTS = ("fo", "hf")
+
+
+def loss_and_gradient(model: nn.Module, weights: Weights, batch: Batch) -> tuple[float, Weights]:
+    """Cross-entropy of ``model`` with ``weights`` on ``batch`` and its gradient (name → tensor)."""
+    leaves = {name: w.detach().requires_grad_() for name, w in weights.items()}
+    images, labels = batch
+    loss = F.cross_entropy(functional_call(model, leaves, (images,)), labels)
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return loss.item(), dict(zip(leaves, grads))
+
+
+class PerFedAvgObjective(LocalObjective):
+    """One Per-FedAvg local step (the paper's Algorithm 1, lines 6-8), from independent batches
+    D, D' (and D'' for HF) of the round:
+
+    - w̃ = w − α ∇f(w; D)
+    - g = ∇f(w̃; D')
+    - FO: the update direction is g; HF: g − α d, with d = [∇f(w + δg; D'') − ∇f(w − δg; D'')] / (2δ)
+      the finite-difference Hessian–vector product ∇²f(w; D'') g.
+
+    The direction becomes the gradient of ``model``'s parameters, which is clipped and
+    stepped by the client optimizer (β is its learning rate). The step's loss is f(w̃; D').
+    """
+
+    def __init__(self, alpha: float, variant: str, delta: float) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.alpha = alpha
+        self.variant = variant
+        self.delta = delta
+        self.batches_per_step = 2 if variant == "fo" else 3
+
+    def step(
+        self,
+        model: nn.Module,
+        batches: Sequence[Batch],
+        optimizers: Sequence[torch.optim.Optimizer],
+        clipped: Sequence[nn.Parameter],
+        grad_clip: float,
+    ) -> float:
+        params = dict(model.named_parameters())
+        w = {name: p.detach() for name, p in params.items()}
+        _, grad = loss_and_gradient(model, w, batches[0])
+        adapted = {name: w[name] - self.alpha * grad[name] for name in w}
+        loss, direction = loss_and_gradient(model, adapted, batches[1])
+        if self.variant == "hf":
+            plus = {name: w[name] + self.delta * direction[name] for name in w}
+            minus = {name: w[name] - self.delta * direction[name] for name in w}
+            _, grad_plus = loss_and_gradient(model, plus, batches[2])
+            _, grad_minus = loss_and_gradient(model, minus, batches[2])
+            direction = {
+                name: direction[name] - self.alpha * (grad_plus[name] - grad_minus[name]) / (2 * self.delta)
+                for name in w
+            }
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        for name, param in params.items():
+            param.grad = direction[name].clone()
+        torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
+        for optimizer in optimizers:
+            optimizer.step()
+        return loss
+
+
+def perfedavg_objective(cfg: DictConfig, model: nn.Module) -> PerFedAvgObjective:
+    m = cfg.method
+    return PerFedAvgObjective(alpha=m.alpha, variant=m.variant, delta=m.delta)
+
+
+def one_step_adaptation(cfg: DictConfig) -> Adaptation:
+    """Evaluation after one plain SGD step of size α on a training batch."""
+    return Adaptation(steps=1, lr=cfg.method.alpha)
+
+
+def perfedavg_client_side(cfg: DictConfig) -> ClientSide:
+    return ClientSide(objective=perfedavg_objective, adaptation=one_step_adaptation)
+
+
+def build_perfedavg(cfg: DictConfig, **base: Any) -> GlobalAverage:
+    """FedAvg's server: the whole model is averaged."""
+    return build_fedavg(cfg, **base)
+
+
+PERFEDAVG_CHECKS: config.Checks = {
+    "method.variant": (lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
+    "method.alpha": (config.positive, "a positive number"),
+    "method.delta": (config.positive, "a positive number"),
+    "client.epochs": (
+        lambda v: v is None,
+        "null: Per-FedAvg steps take 2 (FO) or 3 (HF) batches each",
+    ),
+}
