@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from pfedhn.errors import PFedHNError
+
 FILENAME = "checkpoint.pt"
+
+
+class CheckpointError(PFedHNError):
+    """A checkpoint file that cannot be read."""
 
 
 @dataclass
@@ -50,13 +58,39 @@ class Checkpoint:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it replaces the previous checkpoint
         os.replace(tmp, path)
+        sync_directory(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
-        """Read a checkpoint with ``torch.load(weights_only=True)``: tensors and plain values only."""
-        payload = torch.load(path, weights_only=True)
+        """Read a checkpoint with ``torch.load(weights_only=True)``: tensors and plain values only.
+
+        A file that cannot be read (truncated, corrupted, not a checkpoint) raises
+        ``CheckpointError`` naming it: a run never starts afresh in its place.
+        """
+        try:
+            payload = torch.load(path, weights_only=True)
+            return cls._from_payload(payload)
+        except (
+            RuntimeError,
+            EOFError,
+            ValueError,
+            KeyError,
+            TypeError,
+            pickle.UnpicklingError,
+            zipfile.BadZipFile,
+        ) as error:
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+                "restore it from a copy, or move it away to start this run afresh"
+            ) from error
+
+    @classmethod
+    def _from_payload(cls, payload: dict[str, Any]) -> Checkpoint:
         return cls(
             round=int(payload["round"]),
             server=payload["server"],
@@ -65,3 +99,14 @@ class Checkpoint:
             config=json.loads(payload["config"]),
             clients={int(c): {n: t.numpy() for n, t in store.items()} for c, store in payload["clients"].items()},
         )
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync ``directory`` so that a rename inside it survives a power loss (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

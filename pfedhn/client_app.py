@@ -12,19 +12,34 @@ per-method branch.
 from __future__ import annotations
 
 import functools
+from logging import WARNING
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, RecordDict
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import NDArrays, Scalar
+from flwr.common.logger import log
 from omegaconf import DictConfig, OmegaConf
 
 from pfedhn import config
 from pfedhn.dataset import FederatedData, load_federated
 from pfedhn.methods import client_side
 from pfedhn.model import ModelSpec, TargetCNN
-from pfedhn.strategy import KEEP, KEPT, PARTITION_ID, RESTORE, SENT, SERVER_ROUND, Adaptation, join_names, split_names
+from pfedhn.strategy import (
+    HOLDS,
+    KEEP,
+    KEPT,
+    LOST,
+    PARTITION_ID,
+    RESTORE,
+    SENT,
+    SERVER_ROUND,
+    STORED,
+    Adaptation,
+    join_names,
+    split_names,
+)
 from pfedhn.train import EvalResult, batch_indices, evaluate, train_local
 from pfedhn.utils import derive_seed
 
@@ -81,6 +96,7 @@ class PersonalizedClient(NumPyClient):
         others, #train samples, metrics)."""
         sent, keep = self._read(parameters, config)
         store = self._store()
+        lost = self._lost(store, config)
         model = self._load(sent, keep, store)
         named = dict(model.named_parameters())
         returned = [name for name in sent if name not in keep]
@@ -109,7 +125,8 @@ class PersonalizedClient(NumPyClient):
         kept = {} if objective is None else objective.kept()
         self._save(named, keep, optimizers[-1] if own_optimizer else None, kept)
         delta = [(named[name].detach() - torch.tensor(sent[name])).contiguous().numpy() for name in returned]
-        return delta, len(labels), {PARTITION_ID: self.partition_id, "train_loss": loss}
+        metrics = {PARTITION_ID: self.partition_id, "train_loss": loss, STORED: len(self._store()), LOST: int(lost)}
+        return delta, len(labels), metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         """Validation and test loss sums, correct and counts of the sent model with the kept
@@ -117,6 +134,7 @@ class PersonalizedClient(NumPyClient):
         after the method's ``ClientSide.adaptation`` steps (the store is left as it is)."""
         sent, keep = self._read(parameters, config)
         store = self._store()
+        lost = self._lost(store, config)
         model = self._load(sent, keep, store)
         if self.side.personal is not None:
             self._load_personal(model, store, self.side.personal)
@@ -127,7 +145,7 @@ class PersonalizedClient(NumPyClient):
         for split in ("val", "test"):
             images, labels = self.data.client_split(self.partition_id, split)
             results[split] = evaluate(model, images, labels, self.norm, self.cfg.client.eval_batch_size)
-        metrics: dict[str, Scalar] = {PARTITION_ID: self.partition_id}
+        metrics: dict[str, Scalar] = {PARTITION_ID: self.partition_id, LOST: int(lost)}
         for split, result in results.items():
             metrics.update(
                 {
@@ -173,6 +191,21 @@ class PersonalizedClient(NumPyClient):
             clipped=params,
             grad_clip=c.grad_clip,
         )
+
+    def _lost(self, store: dict[str, torch.Tensor], config: dict[str, Scalar]) -> bool:
+        """Whether this client lost its store: the server says it holds one (``HOLDS``) and it is
+        empty (Flower keeps ``Context.state`` in memory, so a restarted node comes back without
+        it). Said in the log; what it keeps then starts again from its initial values, or, for a
+        part only the client had (HeurpFedLA's local layers), the fit fails naming it."""
+        if not config.get(HOLDS) or store:
+            return False
+        log(
+            WARNING,
+            "partition %d: this client's kept state (Context.state) is gone, its node restarted? "
+            "It starts again from initial values; the server records it",
+            self.partition_id,
+        )
+        return True
 
     def _check_addressee(self, config: dict[str, Scalar]) -> None:
         if int(config[PARTITION_ID]) != self.partition_id:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pfedhn.dataset import LOADERS, DataSettings
 from pfedhn.errors import ConfigError
+from pfedhn.faults import FaultPolicy
 from pfedhn.model import ModelSpec
 from pfedhn.simulation import BACKENDS
 from pfedhn.train import Normalization
@@ -47,6 +48,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a non-negative integer (0: only after the last round)",
     ),
     "resume": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
+    "faults.stop_on_failure": (lambda v: isinstance(v, bool), "true or false"),
+    "faults.max_failed_rounds": (non_negative_int, "a non-negative integer (0: no cap)"),
+    "faults.round_timeout": (lambda v: v is None or positive(v), "null or a positive number of seconds"),
+    "faults.max_update_norm": (lambda v: v is None or positive(v), "null or a positive number"),
     "novel.clients": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "novel.rounds": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "dataset.num_classes": (positive_int, "a positive integer"),
@@ -141,6 +146,7 @@ RESUMABLE_CHANGES = (
     "dataset.root",
     "dataset.download",
     "client.eval_batch_size",
+    "faults.round_timeout",
 )
 
 
@@ -163,6 +169,15 @@ def resolve_threads(cfg: DictConfig, concurrent_runs: int) -> None:
     ``concurrent_runs`` runs a launcher runs at once (at least 1 each)."""
     if cfg.simulation.threads == "auto":
         cfg.simulation.threads = max(1, (os.cpu_count() or 1) // max(1, concurrent_runs))
+
+
+def fault_policy(cfg: DictConfig) -> FaultPolicy:
+    f = cfg.faults
+    return FaultPolicy(
+        stop_on_failure=bool(f.stop_on_failure),
+        max_failed_rounds=int(f.max_failed_rounds),
+        max_update_norm=None if f.max_update_norm is None else float(f.max_update_norm),
+    )
 
 
 def data_settings(cfg: DictConfig) -> DataSettings:

@@ -102,18 +102,24 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
         log.info("resuming %s after round %d", output_dir, checkpoint.round)
     history.provenance.append({**provenance.record(strategy.start_round), "backend": backend})
     log.info("%r", strategy)
-    simulate(
-        server_app=make_server_app(cfg, strategy),
-        client_app=make_client_app(cfg),
-        num_supernodes=cfg.num_clients,
-        backend=backend,
-        strategy=strategy,
-        backend_config={
-            "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": 0.0},
-            "init_args": {"logging_level": cfg.simulation.flower_log_level, "log_to_driver": True},
-        },
-    )
-    if not history.evaluations or history.evaluations[-1].round != strategy.num_rounds:
+    try:
+        simulate(
+            server_app=make_server_app(cfg, strategy),
+            client_app=make_client_app(cfg),
+            num_supernodes=cfg.num_clients,
+            backend=backend,
+            strategy=strategy,
+            backend_config={
+                "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": 0.0},
+                "init_args": {"logging_level": cfg.simulation.flower_log_level, "log_to_driver": True},
+            },
+        )
+    except Exception:
+        if strategy.stop_reason is None:
+            raise
+    if strategy.stop_reason is not None:  # the fault policy stopped the run (raised through Flower or not)
+        raise PFedHNError(f"stopped: {strategy.stop_reason}; continue from the last checkpoint with resume=<run dir>")
+    if strategy.last_round != strategy.num_rounds:
         raise RuntimeError("the simulation ended before its last round; see the log above")
     history.write(results_path, finished=True)
     best = history.best

@@ -100,6 +100,7 @@ class RunHistory:
     provenance: list[dict[str, Any]] = field(default_factory=list)  # one ``provenance.record`` per process
     client_classes: list[list[int]] = field(default_factory=list)  # the classes of each client's training data
     method_report: dict[str, Any] = field(default_factory=dict)  # the method's own state worth reading (pFedLA: α)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # failed clients per round (``pfedhn.faults``)
 
     def add(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)
@@ -128,6 +129,7 @@ class RunHistory:
             "provenance": self.provenance,
             "client_classes": self.client_classes,
             "method_report": self.method_report,
+            "failures": self.failures,
             "groups": {name: group.report(self.evaluations) for name, group in self.groups.items()},
             "eval_wall_time_s": self.eval_wall_times,
             "history": [asdict(e) for e in self.evaluations],
@@ -142,6 +144,7 @@ class RunHistory:
             "wall_time_s": time.time() - self.started,
             "eval_wall_times": self.eval_wall_times,
             "provenance": self.provenance,
+            "failures": self.failures,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -155,10 +158,14 @@ class RunHistory:
         # checkpoints written before these were recorded lack them
         self.eval_wall_times = list(state.get("eval_wall_times", [None] * len(self.evaluations)))
         self.provenance = list(state.get("provenance", []))
+        self.failures[:] = state.get("failures", [])  # in place: the strategy's FailureLog holds this list
 
     def write(self, path: Path, finished: bool = False) -> None:
         """Write ``results.json`` atomically (a reader never sees half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(finished), indent=1))
+        with open(tmp, "w") as file:
+            file.write(json.dumps(self.to_dict(finished), indent=1))
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, path)

@@ -19,7 +19,7 @@ def make_server_app(cfg: DictConfig, strategy: PersonalizedStrategy) -> PollingS
     """A ServerApp running ``strategy``'s remaining rounds (see ``pfedhn.simulation``)."""
 
     def server_fn(context: Context) -> ServerAppComponents:
-        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=strategy.remaining_rounds))
+        return ServerAppComponents(strategy=strategy, config=server_config(cfg, strategy))
 
     return PollingServerApp(server_fn=server_fn, pull_interval=cfg.simulation.poll_interval)
 
@@ -35,7 +35,14 @@ def _deployment_server_fn(context: Context) -> ServerAppComponents:
         results_path=Path("outputs") / "flwr" / f"run-{context.run_id}" / "results.json",
         progress=False,
     )
-    return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=strategy.remaining_rounds))
+    return ServerAppComponents(strategy=strategy, config=server_config(cfg, strategy))
+
+
+def server_config(cfg: DictConfig, strategy: PersonalizedStrategy) -> ServerConfig:
+    """The strategy's remaining rounds; ``faults.round_timeout`` as Flower's round timeout (a
+    client that has not answered by then fails, see ``pfedhn.faults``)."""
+    timeout = cfg.faults.round_timeout
+    return ServerConfig(num_rounds=strategy.remaining_rounds, round_timeout=None if timeout is None else float(timeout))
 
 
 app = ServerApp(server_fn=_deployment_server_fn)

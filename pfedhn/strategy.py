@@ -16,12 +16,13 @@ needs a branch in the client or in this base.
 
 from __future__ import annotations
 
+import re
 import time
 from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from tqdm import tqdm
 
 from pfedhn.checkpoint import Checkpoint
 from pfedhn.errors import ConfigError
+from pfedhn.faults import ClientFailure, Expected, FailureLog, FaultPolicy, RejectedResult, check_result
 from pfedhn.results import ClientGroup, Evaluation, RunHistory, SplitMetrics
 
 PARTITION_ID = "partition_id"
@@ -56,6 +58,9 @@ SENT = "sent"  # the instruction's arrays, in order
 KEEP = "keep"  # parameters the client takes from its own store, trains and keeps (never returned)
 RESTORE = "restore"  # trailing arrays: the client's own state from a checkpoint, to put back in its store
 KEPT = "kept"  # get_properties: the names in the client's store, in get_parameters' order
+HOLDS = "holds"  # instruction: 1 if the server knows the client's store is not empty (a lost one is reported)
+STORED = "stored"  # fit metrics: how many tensors the client's store holds after training
+LOST = "lost_state"  # fit / evaluate metrics: 1 if the client's store was empty though the server said HOLDS
 
 
 def join_names(names: list[str] | tuple[str, ...]) -> str:
@@ -127,10 +132,6 @@ class ClientSide:
     adaptation: Callable[[Any], Adaptation | None] | None = None
 
 
-class ClientFailure(RuntimeError):
-    """A client raised or did not answer; the run stops rather than skip it silently."""
-
-
 def is_eval_round(server_round: int, eval_every: int, num_rounds: int) -> bool:
     """The official schedule: after updates 1, 1 + k, 1 + 2k, ... and after the last."""
     return (server_round - 1) % eval_every == 0 or server_round == num_rounds
@@ -176,6 +177,9 @@ class PersonalizedStrategy(Strategy):
         last ``novel_rounds`` rounds only they are sampled (the method then learns
         only their embeddings). Both groups are reported apart in ``history``.
     novel_rounds : int (default: 0)
+    faults : FaultPolicy | None (default: None)
+        What a failed client or a rejected result does to the run (``pfedhn.faults``);
+        None: ``FaultPolicy()`` (go on without it; stop after 5 failed rounds in a row).
 
     Attributes
     ----------
@@ -201,6 +205,7 @@ class PersonalizedStrategy(Strategy):
         client_state: bool = False,
         novel_clients: int = 0,
         novel_rounds: int = 0,
+        faults: FaultPolicy | None = None,
     ) -> None:
         super().__init__()
         self.num_clients = num_clients
@@ -224,7 +229,12 @@ class PersonalizedStrategy(Strategy):
         self._sampler = np.random.default_rng([seed, 1])
         self._proxies: dict[int, ClientProxy] = {}
         self._restore: dict[int, dict[str, np.ndarray]] = {}
-        self._awaited: dict[int, list[str]] = {}  # client → names of the deltas its fit reply holds
+        self._awaited: dict[int, dict[str, Expected]] = {}  # client → the deltas its fit reply holds
+        self.faults = faults if faults is not None else FaultPolicy()
+        self.failures = FailureLog(self.faults, records=self.history.failures)
+        self.stop_reason: str | None = None  # why the strategy stopped the run, if it did
+        self.last_round = 0  # the last round whose training was aggregated
+        self._holding: set[int] = set()  # clients whose store was not empty after their last fit
         self._progress = progress
         self._bar: tqdm | None = None
         self.compute: Callable[[Callable[[], Any]], Any] = call_here
@@ -297,7 +307,10 @@ class PersonalizedStrategy(Strategy):
         self.load_server_state(checkpoint.server)
         self._sampler.bit_generator.state = checkpoint.sampler
         self.history.load_state(checkpoint.history)
+        self.failures = FailureLog(self.faults, records=self.history.failures)
+        self.failures.resume(checkpoint.round)
         self._restore = dict(checkpoint.clients)
+        self._holding = {client for client, store in checkpoint.clients.items() if store}
 
     def _maybe_checkpoint(self, done_round: int) -> None:
         if self.checkpoint_path is None or done_round <= self.start_round:
@@ -338,6 +351,7 @@ class PersonalizedStrategy(Strategy):
         proxies = self._proxies_by_partition(client_manager)
         self._maybe_checkpoint(server_round - 1)
         pool = self.novel if self.is_novel_round(server_round) else self.seen
+        self._awaited = {}
         chosen = sorted(int(c) for c in self._sampler.choice(pool, self.clients_per_round, replace=False))
         return [(proxies[c], FitIns(*self.instruction(c, server_round, training=True))) for c in chosen]
 
@@ -347,16 +361,31 @@ class PersonalizedStrategy(Strategy):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Hand every client's returned arrays to ``apply_updates``; stop on any failure."""
+        """Hand every good result to ``apply_updates``; failed clients and rejected results are
+        handled as ``faults`` says (a round without a good result makes no update)."""
         server_round += self.start_round
-        _raise_on_failures("fit", server_round, failures)
+        reasons = [_failure_reason(f) for f in failures]
+        asked = list(self._awaited)
         updates, num_examples = {}, {}
         for proxy, res in results:
-            client = self._check_sender(proxy, res.metrics)
             self.history.bytes_received += _num_bytes(res.parameters)
-            updates[client] = self.named_update(client, parameters_to_ndarrays(res.parameters))
-            num_examples[client] = res.num_examples
-        metrics = self.compute(lambda: self.apply_updates(server_round, updates, num_examples))
+            try:
+                client = self._check_sender(proxy, res.metrics)
+                updates[client] = self.named_update(client, parameters_to_ndarrays(res.parameters))
+                num_examples[client] = res.num_examples
+            except RejectedResult as error:
+                reasons.append(f"result rejected: {error}")
+                continue
+            self._note_store(server_round, "fit", client, res.metrics)
+        failed = [c for c in asked if c not in updates]
+        self._awaited = {}
+        self.last_round = server_round
+        self._after_round(server_round, "fit", failed, reasons)
+        metrics: dict[str, Scalar] = {}
+        if updates:
+            metrics = self.compute(lambda: self.apply_updates(server_round, updates, num_examples))
+        else:
+            log(WARNING, "round %s: no client result to apply; the server's state is unchanged", server_round)
         self.history.round_end_times.append(time.perf_counter())
         self._progress_bar().update(1)
         if server_round == self.num_rounds:
@@ -382,10 +411,26 @@ class PersonalizedStrategy(Strategy):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        """Pool correct / count over all clients (the paper's accuracy) and record it."""
+        """Pool correct / count over all clients (the paper's accuracy) and record it; an
+        evaluation that misses a client is not recorded (its pool would not be the paper's)."""
         server_round += self.start_round
-        _raise_on_failures("evaluate", server_round, failures)
-        by_client = {self._check_sender(proxy, res.metrics): res.metrics for proxy, res in results}
+        by_client = {}
+        reasons = [_failure_reason(f) for f in failures]
+        for proxy, res in results:
+            try:
+                client = self._check_sender(proxy, res.metrics)
+            except RejectedResult as error:
+                reasons.append(f"result rejected: {error}")
+                continue
+            by_client[client] = res.metrics
+            self._note_store(server_round, "evaluate", client, res.metrics)
+        missing = [c for c in range(self.num_clients) if c not in by_client]
+        self._after_round(server_round, "evaluate", missing, reasons)
+        if missing:
+            log(WARNING, "round %s: evaluation missed %d client(s); not recorded", server_round, len(missing))
+            if server_round == self.num_rounds:
+                self._maybe_checkpoint(server_round)
+            return None, {}
         ordered = [by_client[c] for c in sorted(by_client)]
         splits = {
             split: SplitMetrics.pool(
@@ -431,28 +476,58 @@ class PersonalizedStrategy(Strategy):
         self.history.bytes_sent += _num_bytes(parameters)
         return parameters, config
 
+    def _note_store(self, server_round: int, stage: str, client: int, metrics: dict[str, Scalar]) -> None:
+        """Keep track of which clients hold a store; record a client that lost its own (its
+        node restarted: Flower keeps ``Context.state`` in memory only)."""
+        if metrics.get(LOST):
+            self._after_round(
+                server_round,
+                "state",
+                [client],
+                [f"client {client} lost what it keeps (its node restarted?); it starts again from initial values"],
+            )
+        if STORED in metrics:
+            (self._holding.add if int(metrics[STORED]) else self._holding.discard)(client)
+
+    def _after_round(self, server_round: int, stage: str, failed: list[int], reasons: list[str]) -> None:
+        """Apply the fault policy to this stage's failures; keep the reason if it stops the run."""
+        try:
+            self.failures.round_done(server_round, stage, failed, reasons)
+        except ClientFailure as error:
+            self.stop_reason = str(error)
+            raise
+
     def message(self, client: int, server_round: int, training: bool) -> tuple[NDArrays, dict[str, Scalar]]:
         """The arrays and config for ``client``: its ``ClientModel``, and on the first contact
         after a resume the client's saved store (trailing arrays, named by ``RESTORE``)."""
         model: ClientModel = self.compute(lambda: self.client_model(client, server_round, training))
         restore = self._restore.pop(client, {})
         if training:
-            self._awaited[client] = model.returned
+            self._awaited[client] = {
+                name: Expected(model.arrays[name].shape, model.arrays[name].dtype) for name in model.returned
+            }
         config: dict[str, Scalar] = {
             PARTITION_ID: client,
             SERVER_ROUND: server_round,
             SENT: join_names(list(model.arrays)),
             KEEP: join_names(model.keep),
             RESTORE: join_names(list(restore)),
+            HOLDS: int(client in self._holding),
         }
         return [*model.arrays.values(), *restore.values()], config
 
     def named_update(self, client: int, arrays: NDArrays) -> dict[str, np.ndarray]:
-        """A fit reply's arrays, named as the ``ClientModel.returned`` they answer."""
-        names = self._awaited.pop(client)
-        if len(arrays) != len(names):
-            raise ClientFailure(f"client {client} returned {len(arrays)} arrays, not {len(names)}")
-        return dict(zip(names, arrays))
+        """A fit reply's arrays, named as the ``ClientModel.returned`` they answer; a
+        ``RejectedResult`` unless each has its tensor's shape and dtype, is finite and the
+        update's norm is within ``faults.max_update_norm``."""
+        if client not in self._awaited:
+            raise RejectedResult(f"client {client} was not asked to train, or answered twice")
+        expected = self._awaited.pop(client)
+        if len(arrays) != len(expected):
+            raise RejectedResult(f"client {client} returned {len(arrays)} arrays, not {len(expected)}")
+        named = dict(zip(expected, arrays))
+        check_result(named, expected, self.faults.max_update_norm)
+        return named
 
     def _proxies_by_partition(self, client_manager: ClientManager) -> dict[int, ClientProxy]:
         """Partition id → proxy, asked once of every client (see the module docstring)."""
@@ -475,9 +550,9 @@ class PersonalizedStrategy(Strategy):
         return self._proxies
 
     def _check_sender(self, proxy: ClientProxy, metrics: dict[str, Scalar]) -> int:
-        client = int(metrics[PARTITION_ID])
+        client = int(metrics.get(PARTITION_ID, -1))
         if self._proxies.get(client) is not proxy:
-            raise ClientFailure(f"a reply claims partition {client} but came from another client")
+            raise RejectedResult(f"a reply claims partition {client} but came from another client")
         return client
 
 
@@ -490,8 +565,10 @@ def _num_bytes(parameters: Parameters) -> int:
     return sum(len(t) for t in parameters.tensors)
 
 
-def _raise_on_failures(stage: str, server_round: int, failures: list) -> None:
-    if failures:
-        first = failures[0]
-        detail = repr(first) if isinstance(first, BaseException) else f"status {first[1].status}"
-        raise ClientFailure(f"round {server_round}: {len(failures)} client(s) failed in {stage}: {detail}")
+def _failure_reason(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:
+    """One line for a Flower failure: an exception (a client's error or its timeout) or a non-OK reply."""
+    if isinstance(failure, BaseException):
+        text = " ".join(str(failure).split())
+        raised = re.search(r"Exception occurred\. Message: (.*?)'>\)", text)  # Flower's wrapping of a client error
+        return f"client raised: {raised.group(1)}" if raised else f"{type(failure).__name__}: {text}"
+    return f"status {failure[1].status.code.name}: {failure[1].status.message}"

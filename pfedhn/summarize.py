@@ -230,9 +230,10 @@ def steps_per_round(run: Run) -> int | None:
     """Local steps of all clients in one round (clients per round × steps each), or None when
     the run counts local work in epochs (its steps depend on each client's data size)."""
     cfg = run.result["config"]
-    if cfg["client"].get("epochs") is not None:
+    client = cfg.get("client", {})
+    if client.get("epochs") is not None or "inner_steps" not in client:
         return None
-    return cfg["clients_per_round"] * cfg["client"]["inner_steps"]
+    return cfg.get("clients_per_round", 1) * client["inner_steps"]
 
 
 def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, color: str, per_round: int) -> None:

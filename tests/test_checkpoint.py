@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +11,7 @@ import pytest
 import torch
 
 from pfedhn.checkpoint import Checkpoint
-from tests.conftest import run_pfedhn, tiny_overrides
+from tests.conftest import ROOT, run_pfedhn, tiny_overrides
 
 
 def test_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
@@ -88,3 +91,66 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     for client, store in a.clients.items():
         assert store.keys() == b.clients[client].keys() and len(store) in (0, stored)
         assert all(np.array_equal(array, b.clients[client][name]) for name, array in store.items())
+
+
+def assert_identical(a: object, b: object, where: str = "") -> None:
+    """Nested dicts / lists of tensors and plain values, equal bit for bit."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}/{i}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def run_killed(point: str, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.killed_run", point, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_runs_killed_at_any_point_resume_to_the_uninterrupted_result(data_root: Path, tmp_path: Path) -> None:
+    """kill -9 mid-checkpoint-write, then mid-training, each time relaunched with the same command:
+    the final state and history equal an uninterrupted run's, bit for bit (pFedHN-PC: client state too)."""
+    args = tiny_overrides(data_root) + ["method=pfedhn_pc", "eval_every=3", "checkpoint_every=2", "num_rounds=8"]
+    run_main(args, tmp_path / "whole")
+    killed = [*args, f"hydra.run.dir={tmp_path / 'killed'}"]
+
+    done = run_killed("checkpoint:2", killed)  # during the write of round 4's checkpoint
+    assert done.returncode == -signal.SIGKILL
+    assert Checkpoint.load(tmp_path / "killed" / "checkpoint.pt").round == 2  # the last complete one
+    assert (tmp_path / "killed" / "checkpoint.tmp").stat().st_size > 0  # the half-written one
+    done = run_killed("fit:7", killed)  # resumes after round 2, dies in round 7's training
+    assert done.returncode == -signal.SIGKILL
+    assert Checkpoint.load(tmp_path / "killed" / "checkpoint.pt").round == 6
+    log = run_main(args, tmp_path / "killed")
+    assert f"resuming {tmp_path / 'killed'} after round 6" in log
+
+    whole, killed_result = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "killed"))
+    assert killed_result["history"] == whole["history"] and killed_result["finished"]
+    a, b = (Checkpoint.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "killed"))
+    assert_identical(a.server, b.server)  # hypernetwork, embeddings, optimizer momentum
+    assert a.sampler == b.sampler
+    for client, store in a.clients.items():
+        assert all(np.array_equal(array, b.clients[client][name]) for name, array in store.items())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_an_unreadable_checkpoint_stops_with_one_line_naming_it(data_root: Path, tmp_path: Path, damage: str) -> None:
+    args = tiny_overrides(data_root) + ["eval_every=3", "checkpoint_every=2", "num_rounds=4"]
+    run_main(args, tmp_path / "run")
+    path = tmp_path / "run" / "checkpoint.pt"
+    data = path.read_bytes()
+    path.write_bytes(
+        {"truncated": data[: len(data) // 3], "garbage": b"\x00not a checkpoint" * 50, "empty": b""}[damage]
+    )
+    done = run_pfedhn([*args, "num_rounds=6", f"resume={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'x'}"])
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and f"{path} is not a readable checkpoint" in errors[0], done.stderr[-2000:]

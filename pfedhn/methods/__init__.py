@@ -70,5 +70,6 @@ def build_strategy(cfg: DictConfig, **run: Any) -> PersonalizedStrategy:
         seed=cfg.seed,
         novel_clients=cfg.novel.clients,
         novel_rounds=cfg.novel.rounds,
+        faults=config.fault_policy(cfg),
         **run,
     )
