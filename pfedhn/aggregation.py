@@ -33,6 +33,11 @@ class StoredModels:
             for name, tensor in initial.items()
         }
 
+    @property
+    def device(self) -> torch.device:
+        """Where the stored models live (the device of the initial model)."""
+        return next(iter(self.tensors.values())).device
+
     def of(self, client: int) -> dict[str, torch.Tensor]:
         """Client ``client``'s model (views into the store)."""
         return {name: stacked[client] for name, stacked in self.tensors.items()}
@@ -53,4 +58,5 @@ class StoredModels:
         return dict(self.tensors)
 
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.tensors = {name: tensor.clone() for name, tensor in state.items()}
+        device = self.device
+        self.tensors = {name: tensor.to(device).clone() for name, tensor in state.items()}

@@ -264,12 +264,13 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
             ray = f"{k['flower-ray']['round_s'] / a:.3f}" if "flower-ray" in k else "–"
             lines.append(f"| {label} | {b / a:.3f} | {a / c:.3f} | {b / c:.3f} | {ray} |")
     flower = {label: k["flower"]["round_s"] for label, k in results.items() if "flower" in k}
-    scaling = [label for label in flower if label.startswith("cifar10/") and label.split("/")[1].isdigit()]
+    counts = {label: label.split(" ")[0].split("/")[1] for label in flower if label.startswith("cifar10/")}
+    scaling = [label for label, n in counts.items() if n.isdigit()]
     if len(scaling) > 1:
-        smallest = min(scaling, key=lambda s: int(s.split("/")[1]))
+        smallest = min(scaling, key=lambda s: int(counts[s]))
         lines += ["", "| clients (CIFAR-10, flower) | s / round | × the smallest |", "|---|---|---|"]
-        for label in sorted(scaling, key=lambda s: int(s.split("/")[1])):
-            lines.append(f"| {label.split('/')[1]} | {flower[label]:.3f} | {flower[label] / flower[smallest]:.2f} |")
+        for label in sorted(scaling, key=lambda s: int(counts[s])):
+            lines.append(f"| {counts[label]} | {flower[label]:.3f} | {flower[label] / flower[smallest]:.2f} |")
     return "\n".join(lines)
 
 
@@ -308,6 +309,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="+", metavar="SETTING", help="run only these settings, e.g. cifar10/50")
     parser.add_argument("--json", type=Path, default=Path("results/benchmark.json"))
     parser.add_argument("--docs", type=Path, default=Path("docs/performance.md"))
+    parser.add_argument(
+        "--device", default="cpu", help="the device key of every run: auto, cpu, cuda, cuda:<i> or mps (default: cpu)"
+    )
     parser.add_argument("--measure", metavar="JSON", help=argparse.SUPPRESS)  # a child's one measurement
     args = parser.parse_args(argv)
     if args.measure:
@@ -315,13 +319,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.root is None:
         parser.error("--root is required")
+    device = config.device(config.compose([f"device={args.device}"]))  # an unavailable one fails here
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, overrides, kinds in cells(args.root, args.tiny):
         if args.only and label not in args.only:
             continue
+        if device.type != "cpu":  # the official loop's CPU data pipeline is not timed on an accelerator
+            kinds = [kind for kind in kinds if kind != "reference"]
+        label = f"{label} ({device})"
         results[label] = {}
         for kind in kinds:
-            results[label][kind] = measure_in_child(overrides, kind, args.rounds, args.warmup)
+            results[label][kind] = measure_in_child([*overrides, f"device={device}"], kind, args.rounds, args.warmup)
             print(f"{label:>18} {kind:>12}: {json.dumps(results[label][kind])}", flush=True)
     body = table(results)
     print(body)
@@ -330,6 +338,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpus": psutil.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "torch": torch.__version__,
+        "device": str(device),
+        "accelerator": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": command, "machine": machine, "results": results}, indent=1))

@@ -73,7 +73,7 @@ class Checkpoint:
         ``CheckpointError`` naming it: a run never starts afresh in its place.
         """
         try:
-            payload = torch.load(path, weights_only=True)
+            payload = torch.load(path, weights_only=True, map_location="cpu")  # a GPU run's, on any machine
             return cls._from_payload(payload)
         except (
             RuntimeError,

@@ -7,10 +7,12 @@ is loaded or any process is started.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pfedhn.dataset import LOADERS, DataSettings
@@ -36,6 +38,8 @@ def non_negative_int(value: Any) -> bool:
 def non_negative(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_clients": (positive_int, "a positive integer"),
@@ -74,6 +78,11 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "simulation.server_threads": (positive_int, "a positive integer"),
     "simulation.poll_interval": (positive, "a positive number of seconds"),
     "simulation.client_cpus": (positive, "a positive number"),
+    "simulation.client_gpus": (non_negative, "a non-negative number (0: no GPU for the Ray actors)"),
+    "device": (
+        lambda v: isinstance(v, str) and DEVICE_PATTERN.fullmatch(v) is not None,
+        "auto, cpu, cuda, cuda:<i> or mps",
+    ),
 }
 
 Checks = dict[str, tuple[Callable[[Any], bool], str]]
@@ -129,6 +138,9 @@ def validate(cfg: DictConfig) -> None:
             )
         if cfg.novel.rounds < 1:
             raise ConfigError("novel.rounds", "must be at least 1 when novel.clients > 0")
+    device(cfg)  # an unavailable device fails here, before any data is loaded
+    if cfg.simulation.client_gpus and cfg.simulation.backend != "ray":
+        raise ConfigError("simulation.client_gpus", "GPU fractions need simulation.backend=ray")
     if not 0 < cfg.dataset.prob_low <= cfg.dataset.prob_high:
         raise ConfigError("dataset.prob_low", "need 0 < dataset.prob_low <= dataset.prob_high")
     for key in ("dataset.mean", "dataset.std"):
@@ -168,7 +180,30 @@ def resolve_threads(cfg: DictConfig, concurrent_runs: int) -> None:
     """Replace ``simulation.threads: auto`` by the machine's cores shared among the
     ``concurrent_runs`` runs a launcher runs at once (at least 1 each)."""
     if cfg.simulation.threads == "auto":
-        cfg.simulation.threads = max(1, (os.cpu_count() or 1) // max(1, concurrent_runs))
+        cfg.simulation.threads = max(1, available_cores() // max(1, concurrent_runs))
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a SLURM job's allocation, not the whole node)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def device(cfg: DictConfig) -> torch.device:
+    """The torch device of ``device``: ``auto`` is CUDA if this machine has it, else the CPU;
+    a device this machine lacks is a ``ConfigError`` naming the key."""
+    name = str(cfg.device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            raise ConfigError("device", f"{name} is not available here (CUDA devices: {count}); use device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device", "mps is not available here; use device=auto or cpu")
+    return torch.device(name)
 
 
 def fault_policy(cfg: DictConfig) -> FaultPolicy:

@@ -101,7 +101,7 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
         strategy.resume_from(checkpoint)
         log.info("resuming %s after round %d", output_dir, checkpoint.round)
     history.provenance.append({**provenance.record(strategy.start_round), "backend": backend})
-    log.info("%r", strategy)
+    log.info("%r on %s", strategy, config.device(cfg))
     try:
         simulate(
             server_app=make_server_app(cfg, strategy),
@@ -110,7 +110,10 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
             backend=backend,
             strategy=strategy,
             backend_config={
-                "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": 0.0},
+                "client_resources": {
+                    "num_cpus": cfg.simulation.client_cpus,
+                    "num_gpus": float(cfg.simulation.client_gpus),
+                },
                 "init_args": {"logging_level": cfg.simulation.flower_log_level, "log_to_driver": True},
             },
         )
@@ -137,7 +140,7 @@ def launcher_jobs(launcher: DictConfig) -> int:
     """How many runs Hydra's launcher runs at once: joblib's ``n_jobs`` (-1: one per core,
     -2: all but one, ...), 1 for a launcher without it (the basic one)."""
     jobs = OmegaConf.select(launcher, "n_jobs", default=1)
-    return max(1, (os.cpu_count() or 1) + 1 + jobs if jobs < 0 else jobs)
+    return max(1, config.available_cores() + 1 + jobs if jobs < 0 else jobs)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

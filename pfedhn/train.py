@@ -23,6 +23,9 @@ class Normalization:
     def of(cls, mean: Sequence[float], std: Sequence[float]) -> Normalization:
         return cls(torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
 
+    def to(self, device: torch.device) -> Normalization:
+        return Normalization(self.mean.to(device), self.std.to(device))
+
 
 @dataclass(frozen=True)
 class EvalResult:

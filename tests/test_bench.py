@@ -15,10 +15,12 @@ def test_benchmark_runs_and_writes_its_outputs(data_root: Path, tmp_path: Path) 
     main(
         ["--root", str(data_root), "--tiny", "--rounds", "4", "--warmup", "1", "--json", str(out), "--docs", str(docs)]
     )
-    results = json.loads(out.read_text())["results"]
-    assert set(results["mnist/4"]) == {"bare", "flower", "flower-ray", "reference"}
-    for run in results["mnist/4"].values():
+    saved = json.loads(out.read_text())
+    results = saved["results"]
+    assert saved["machine"]["device"] == "cpu"  # --device defaults to cpu
+    assert set(results["mnist/4 (cpu)"]) == {"bare", "flower", "flower-ray", "reference"}
+    for run in results["mnist/4 (cpu)"].values():
         assert run["round_s"] > 0 and run["peak_rss_mb"] > 0
     text = docs.read_text()
     assert "prose above" in text and "prose below" in text and "old" not in text
-    assert "b/a (flower/bare)" in text and "| mnist/4 | bare |" in text
+    assert "b/a (flower/bare)" in text and "| mnist/4 (cpu) | bare |" in text

@@ -63,6 +63,7 @@ class PFedHN(PersonalizedStrategy):
         self.optimizer = optimizer
         self.novel_optimizer = novel_optimizer
         self.grad_clip = grad_clip
+        self.device = self.hypernetwork.embeddings.weight.device
 
     def __repr__(self) -> str:
         generated = sum(shape.numel() for shape in self.hypernetwork.shapes.values())
@@ -72,7 +73,7 @@ class PFedHN(PersonalizedStrategy):
     @torch.no_grad()
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
         """θ̃_client = h(v_client; φ); pFedHN-PC's client keeps its head."""
-        generated = {name: t.numpy() for name, t in self.hypernetwork(client).items()}
+        generated = {name: t.cpu().numpy() for name, t in self.hypernetwork(client).items()}
         return ClientModel(generated, keep=self.kept)
 
     def apply_updates(
@@ -84,7 +85,7 @@ class PFedHN(PersonalizedStrategy):
         """One hypernetwork step from the returned deltas (averaged with equal weights if several
         clients, as the official code; ``num_examples`` is not used)."""
         deltas = {
-            client: {name: torch.from_numpy(array) for name, array in arrays.items()}
+            client: {name: torch.from_numpy(array).to(self.device) for name, array in arrays.items()}
             for client, arrays in updates.items()
         }
         optimizer = self.novel_optimizer if self.is_novel_round(server_round) else self.optimizer
@@ -126,7 +127,8 @@ def pfedhn_client_side(cfg: DictConfig) -> ClientSide:
 def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
     """pFedHN (``method.personal_head=false``) or pFedHN-PC (``true``) from the config.
 
-    The hypernetwork is initialized from ``torch``'s global RNG: seed it first.
+    The hypernetwork is initialized from ``torch``'s global RNG (seed it first), on the
+    CPU, then moved to ``device``: the same initial values on every device.
     """
     hypernetwork = HyperNetwork(
         parameter_shapes(config.model_spec(cfg), personal_head=cfg.method.personal_head),
@@ -134,7 +136,7 @@ def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
         embed_dim=config.embed_dim(cfg),
         hidden_dim=cfg.hypernetwork.hidden_dim,
         n_hidden=cfg.hypernetwork.n_hidden,
-    )
+    ).to(config.device(cfg))
     server = cfg.method.server
     optimizer = make_hypernetwork_optimizer(
         hypernetwork, server.lr, server.embed_lr, server.momentum, server.weight_decay

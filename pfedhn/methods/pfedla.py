@@ -128,9 +128,9 @@ class PFedLA(PersonalizedStrategy):
         for names in self.layers.values():
             for name in names:
                 if name in aggregated:
-                    arrays[name] = aggregated[name].numpy()
+                    arrays[name] = aggregated[name].cpu().numpy()
                 elif name not in self.holds.get(client, ()):
-                    arrays[name] = own[name].numpy()  # a layer just made local: its value, sent once
+                    arrays[name] = own[name].cpu().numpy()  # a layer just made local: its value, sent once
         if training:
             self._local[client] = local
         return ClientModel(arrays, keep=keep)
@@ -148,7 +148,7 @@ class PFedLA(PersonalizedStrategy):
         for client, deltas in sorted(updates.items()):
             local = self._local.pop(client)
             norm, trained[client] = self.hypernetwork_step(
-                client, {n: torch.from_numpy(d) for n, d in deltas.items()}, local
+                client, {n: torch.from_numpy(d).to(self.models.device) for n, d in deltas.items()}, local
             )
             norms.append(norm)
             self.holds[client] = tuple(name for layer in local for name in self.layers[layer])
@@ -214,7 +214,8 @@ def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
     Every client's model starts from one target network drawn from ``torch``'s
     global RNG, then each client's hypernetwork: seed it first.
     """
-    initial = {name: p.detach() for name, p in TargetCNN(config.model_spec(cfg)).named_parameters()}
+    device = config.device(cfg)
+    initial = {name: p.detach().to(device) for name, p in TargetCNN(config.model_spec(cfg)).named_parameters()}
     layers: dict[str, list[str]] = {}
     for name in initial:
         layers.setdefault(name.rsplit(".", 1)[0], []).append(name)
@@ -224,7 +225,7 @@ def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
     weights = nn.ModuleList(
         LayerWeights(len(layers), cfg.num_clients, hn.embed_dim, hn.hidden_dim, hn.n_hidden)
         for _ in range(cfg.num_clients)
-    )
+    ).to(device)
     optimizers = [torch.optim.SGD(w.parameters(), lr=server.lr, momentum=server.momentum) for w in weights]
     return PFedLA(
         models=StoredModels(initial, cfg.num_clients),
