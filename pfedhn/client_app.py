@@ -93,7 +93,7 @@ class PersonalizedClient(NumPyClient):
         self.cfg = cfg
         self.state = state
         self.side = client_side(cfg)
-        self.spec = config.model_spec(cfg)
+        self.spec = config.model_spec(cfg, partition_id)
         self.device = config.device(cfg)
         self.norm = config.normalization(cfg).to(self.device)
         self.data: FederatedData = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)

@@ -73,6 +73,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "client.grad_clip": (positive, "a positive number"),
     "client.channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "model.n_kernels": (positive_int, "a positive integer"),
+    "model.sizes": (
+        lambda v: v is None or (len(v) > 0 and all(positive_int(k) for k in v) and len(set(v)) == len(v)),
+        "null or a list of distinct positive n_kernels, e.g. [8,16,32]",
+    ),
     "simulation.backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
     "simulation.threads": (lambda v: v == "auto" or positive_int(v), "auto or a positive integer"),
     "simulation.server_threads": (positive_int, "a positive integer"),
@@ -123,7 +127,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
     if cfg.method.strategy not in METHODS:
         raise ConfigError("method.strategy", f"unknown {cfg.method.strategy!r}; choose one of {sorted(METHODS)}")
-    checks = dict(CHECKS, **METHODS[cfg.method.strategy].checks(cfg))
+    method = METHODS[cfg.method.strategy]
+    checks = dict(CHECKS, **method.checks(cfg))
     for key, (ok, expected) in checks.items():
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         if not ok(value):
@@ -138,6 +143,8 @@ def validate(cfg: DictConfig) -> None:
             )
         if cfg.novel.rounds < 1:
             raise ConfigError("novel.rounds", "must be at least 1 when novel.clients > 0")
+    if cfg.model.sizes and not method.multi_size:
+        raise ConfigError("model.sizes", f"method {cfg.method.name} has one target size; pFedHN generates several")
     device(cfg)  # an unavailable device fails here, before any data is loaded
     if cfg.simulation.client_gpus and cfg.simulation.backend != "ray":
         raise ConfigError("simulation.client_gpus", "GPU fractions need simulation.backend=ray")
@@ -230,9 +237,18 @@ def data_settings(cfg: DictConfig) -> DataSettings:
     )
 
 
-def model_spec(cfg: DictConfig) -> ModelSpec:
+def model_spec(cfg: DictConfig, partition: int | None = None) -> ModelSpec:
+    """The target CNN of client ``partition`` (its size, with ``model.sizes``), or of every
+    client (``model.n_kernels``) when None."""
     d = cfg.dataset
-    return ModelSpec(d.in_channels, d.image_size, d.num_classes, cfg.model.n_kernels)
+    n_kernels = cfg.model.n_kernels if partition is None else client_n_kernels(cfg, partition)
+    return ModelSpec(d.in_channels, d.image_size, d.num_classes, n_kernels)
+
+
+def client_n_kernels(cfg: DictConfig, partition: int) -> int:
+    """Client ``partition``'s target width: ``model.sizes[partition % len(sizes)]``, or ``model.n_kernels``."""
+    sizes = cfg.model.sizes
+    return cfg.model.n_kernels if not sizes else int(sizes[partition % len(sizes)])
 
 
 def normalization(cfg: DictConfig) -> Normalization:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import nn
@@ -45,11 +45,16 @@ class HyperNetwork(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.heads = nn.ModuleList(nn.Linear(hidden_dim, shape.numel()) for shape in self.shapes.values())
 
-    def forward(self, client: int) -> dict[str, torch.Tensor]:
-        """Generate the target weights of ``client``: name → tensor of the target's shape."""
+    def forward(self, client: int, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """Generate the target weights of ``client``: name → tensor of the target's shape; only
+        the tensors in ``names`` (in ``shapes`` order) if given, e.g. those of one target size."""
         index = torch.tensor(client, device=self.embeddings.weight.device)
         features = self.mlp(self.embeddings(index))
-        return {name: head(features).view(shape) for (name, shape), head in zip(self.shapes.items(), self.heads)}
+        return {
+            name: head(features).view(shape)
+            for (name, shape), head in zip(self.shapes.items(), self.heads)
+            if names is None or name in names
+        }
 
 
 def hypernetwork_gradients(
@@ -64,15 +69,17 @@ def hypernetwork_gradients(
     product ``(∂θ̃/∂φ)ᵀ (θ̃ − θ_trained)`` is the official code's update: a
     descent step on it moves ``h(v_client)`` toward the client's trained weights.
     """
+    partial = set(delta) != set(hypernetwork.shapes)  # one size of several: other heads get zero
+    params = list(hypernetwork.parameters()) if params is None else params
     with torch.enable_grad():
-        generated = hypernetwork(client)
-        return list(
-            torch.autograd.grad(
-                list(generated.values()),
-                list(hypernetwork.parameters()) if params is None else params,
-                grad_outputs=[-delta[name] for name in generated],
-            )
+        generated = hypernetwork(client, names=set(delta) if partial else None)
+        grads = torch.autograd.grad(
+            list(generated.values()),
+            params,
+            grad_outputs=[-delta[name] for name in generated],
+            allow_unused=partial,
         )
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
 def step_hypernetwork(

@@ -75,15 +75,24 @@ def find_runs(dirs: list[Path]) -> list[Run]:
         for path in sorted(directory.rglob("results.json")):
             result = json.loads(path.read_text())
             cfg = result["config"]
-            runs.append(
-                Run(path, row_key(cfg["method"]), cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result)
-            )
+            runs.append(Run(path, row_key(cfg), cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result))
     return runs
 
 
-def row_key(method: dict[str, Any]) -> str:
-    """The table row of a run's ``method`` config: its name, and the variant where one
-    method name covers several rows (HeurpFedLA's K, FedAvg+FT, Per-FedAvg (HF))."""
+def method_label(key: str) -> str:
+    """A row key's label: ``METHOD_LABELS``, with the sizes of a multi-size run."""
+    base, _, sizes = key.partition("_sizes_")
+    label = METHOD_LABELS.get(base, base)
+    return f"{label}, n_kernels {' / '.join(sizes.split('_'))}" if sizes else label
+
+
+def row_key(cfg: dict[str, Any]) -> str:
+    """The table row of a run's config: its method's name, and the variant where one method
+    name covers several rows (HeurpFedLA's K, FedAvg+FT, Per-FedAvg (HF), several target sizes)."""
+    method = cfg["method"]
+    sizes = cfg.get("model", {}).get("sizes")
+    if sizes:
+        return f"{method['name']}_sizes_{'_'.join(str(k) for k in sizes)}"
     if method.get("local_layers"):
         return f"{method['name']}_k{method['local_layers']}"
     if method.get("finetune_steps"):
@@ -113,7 +122,7 @@ def table(runs: list[Run]) -> str:
     lines = [header, "|---" * (len(columns) + 1) + "|"]
     for method in methods:
         row = [cell_text(cells[(method, d, n)]) if (method, d, n) in cells else "–" for d, n in columns]
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(row) + " |")
+        lines.append(f"| {method_label(method)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -132,7 +141,7 @@ def provenance_table(runs: list[Run]) -> str:
         recorded = "" if all(r.get("recorded", True) for r in records) else " (not recorded by the run)"
         wall = run.result.get("wall_time_s")
         lines.append(
-            f"| {METHOD_LABELS.get(run.method, run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+            f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
             f"{run.clients} | {run.seed} | {run.rounds_done} | {versions_label(records)}{recorded} | "
             f"{commits or '–'} | {'–' if wall is None else f'{wall / 60:.0f} min'} |"
         )
@@ -164,7 +173,7 @@ def alpha_table(runs: list[Run]) -> str:
         for layer in run.result["method_report"]["alpha"]:
             own, share, none = alpha_means(run, layer)
             lines.append(
-                f"| {METHOD_LABELS.get(run.method, run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+                f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
                 f"{run.clients} | {run.rounds_done} | {layer} | {own:.3f} | {share:.3f} | {none:.3f} |"
             )
     return "\n".join(lines)
@@ -183,12 +192,32 @@ def plot_alpha(run: Run, layer: str, static: Path) -> Path:
     axes[1].set(xlabel="client j", ylabel="client i", title="training classes in common")
     own, share, none = alpha_means(run, layer)
     fig.suptitle(
-        f"{METHOD_LABELS.get(run.method, run.method)}, {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+        f"{method_label(run.method)}, {DATASET_LABELS.get(run.dataset, run.dataset)}, "
         f"{run.clients} clients, {run.rounds_done} rounds: mean α on itself {own:.3f}, "
         f"on class-sharing clients {share:.3f}, on the others {none:.3f}",
         fontsize=9,
     )
     return _save(fig, static / f"alpha_{run.method}_{run.dataset}_{run.clients}_{layer}.png")
+
+
+def sizes_table(runs: list[Run]) -> str:
+    """Per multi-size run: each size group's pooled test accuracy at the run's best-validation round."""
+    lines = [
+        "| method | dataset, clients | rounds | size (n_kernels) | clients | test accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
+        test = best["test"]
+        for name, group in run.result["groups"].items():
+            clients = group["clients"]
+            correct = sum(round(test["client_accuracy"][c] * test["client_count"][c]) for c in clients)
+            accuracy = 100 * correct / sum(test["client_count"][c] for c in clients)
+            lines.append(
+                f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+                f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 def novel_table(runs: list[Run]) -> str:
@@ -202,7 +231,7 @@ def novel_table(runs: list[Run]) -> str:
         cfg, groups = run.result["config"], run.result["groups"]
         seen, novel = 100 * groups["seen"]["test_accuracy"], 100 * groups["novel"]["test_accuracy"]
         lines.append(
-            f"| {METHOD_LABELS.get(run.method, run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+            f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
             f"{run.clients} ({cfg['novel']['clients']}) | {cfg['num_rounds']} (+ {cfg['novel']['rounds']}) | "
             f"{seen:.2f} | {novel:.2f} | {seen - novel:.2f} | {versions_label(run.result.get('provenance', []))} |"
         )
@@ -259,7 +288,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
     for method in order:
         runs = by_method[method]
         scale = per_round[method][0] if in_steps else 1
-        label = METHOD_LABELS.get(method, method)
+        label = method_label(method)
         _band(ax, runs, "test", "-", f"{label} ({_seeds(len(runs))})", colors[method], scale)
         _band(ax, runs, "val", "--", "_nolegend_", colors[method], scale)
     x_label = "local SGD steps, all clients" if in_steps else "round"
@@ -278,7 +307,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
             at_best += best["test"]["client_accuracy"]
         data.append(100 * np.array(at_best))
         labels.append(
-            f"{METHOD_LABELS.get(method, method)}\n({len(at_best) // len(runs)} clients, {_seeds(len(runs))})"
+            f"{method_label(method)}\n({len(at_best) // len(runs)} clients, {_seeds(len(runs))})"
         )
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)
     for i, values in enumerate(data, 1):
@@ -302,8 +331,9 @@ def main(argv: list[str] | None = None) -> str:
     found = find_runs(args.dirs)
     if not found:
         parser.error(f"no results.json under {', '.join(map(str, args.dirs))}")
-    runs = [r for r in found if not r.result.get("groups")]
-    novel = [r for r in found if r.result.get("groups")]
+    runs = [r for r in found if "novel" not in r.result.get("groups", {})]
+    novel = [r for r in found if "novel" in r.result.get("groups", {})]
+    sized = [r for r in runs if r.result["config"].get("model", {}).get("sizes")]
     text = table(runs) if runs else ""
     if runs:
         text += "\n\nWhat produced each run (`provenance` in its results.json):\n\n" + provenance_table(runs)
@@ -314,6 +344,9 @@ def main(argv: list[str] | None = None) -> str:
             "HeurpFedLA: as its hypernetworks give them, though a client's K local layers use its own copy):\n\n"
         )
         text += alpha_table(aggregated)
+    if sized:
+        text += "\n\nClients with targets of different sizes (paper Sec. 5.2): test accuracy (%) of each size's "
+        text += "clients at the run's best validation round.\n\n" + sizes_table(sized)
     if novel:
         text += "\n\n" if text else ""
         text += "Novel clients (paper Sec. 5.3): test accuracy (%) of each group at its best validation.\n\n"

@@ -34,10 +34,11 @@ class Method:
     build: Callable[..., PersonalizedStrategy]
     client_side: Callable[[DictConfig], ClientSide]
     checks: Callable[[DictConfig], config.Checks]
+    multi_size: bool = False  # serves clients with targets of different sizes (``model.sizes``)
 
 
 METHODS: dict[str, Method] = {
-    "pfedhn": Method(build_pfedhn, pfedhn_client_side, pfedhn_checks),
+    "pfedhn": Method(build_pfedhn, pfedhn_client_side, pfedhn_checks, multi_size=True),
     "pfedla": Method(build_pfedla, pfedla_client_side, lambda cfg: config.PFEDLA_CHECKS),
     "local": Method(build_local, local_client_side, lambda cfg: {}),
     "fedavg": Method(build_fedavg, fedavg_client_side, lambda cfg: FEDAVG_CHECKS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from pfedhn import config
 from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer, step_hypernetwork
 from pfedhn.model import HEAD_PREFIX, head_names, make_head, parameter_shapes
+from pfedhn.results import ClientGroup
 from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
 from pfedhn.utils import derive_seed
 
@@ -43,6 +45,10 @@ class PFedHN(PersonalizedStrategy):
     kept : tuple[str, ...] (default: ())
         Target parameters each client keeps (pFedHN-PC: the head's); the
         hypernetwork generates the others.
+    prefixes : list[str] | None (default: None)
+        Clients with targets of different sizes (paper Sec. 5.2): client i's tensors are
+        the hypernetwork's ``prefixes[i] + name`` (``size_prefix``); it generates,
+        receives and updates only those. None: one size, names as the target's.
     **kwargs
         ``PersonalizedStrategy`` arguments (num_clients, num_rounds, ...).
     """
@@ -55,10 +61,12 @@ class PFedHN(PersonalizedStrategy):
         grad_clip: float = 50.0,
         novel_optimizer: torch.optim.Optimizer | None = None,
         kept: tuple[str, ...] = (),
+        prefixes: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.kept = kept
+        self.prefixes = prefixes
         self.hypernetwork = hypernetwork
         self.optimizer = optimizer
         self.novel_optimizer = novel_optimizer
@@ -73,8 +81,13 @@ class PFedHN(PersonalizedStrategy):
     @torch.no_grad()
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
         """θ̃_client = h(v_client; φ); pFedHN-PC's client keeps its head."""
-        generated = {name: t.cpu().numpy() for name, t in self.hypernetwork(client).items()}
-        return ClientModel(generated, keep=self.kept)
+        if self.prefixes is None:
+            generated = self.hypernetwork(client)
+        else:
+            prefix = self.prefixes[client]
+            own = [name for name in self.hypernetwork.shapes if name.startswith(prefix)]
+            generated = {name[len(prefix) :]: t for name, t in self.hypernetwork(client, names=own).items()}
+        return ClientModel({name: t.cpu().numpy() for name, t in generated.items()}, keep=self.kept)
 
     def apply_updates(
         self,
@@ -85,7 +98,7 @@ class PFedHN(PersonalizedStrategy):
         """One hypernetwork step from the returned deltas (averaged with equal weights if several
         clients, as the official code; ``num_examples`` is not used)."""
         deltas = {
-            client: {name: torch.from_numpy(array).to(self.device) for name, array in arrays.items()}
+            client: {self._prefix(client) + name: torch.from_numpy(a).to(self.device) for name, a in arrays.items()}
             for client, arrays in updates.items()
         }
         optimizer = self.novel_optimizer if self.is_novel_round(server_round) else self.optimizer
@@ -93,6 +106,9 @@ class PFedHN(PersonalizedStrategy):
             raise ValueError("novel-client rounds need a novel_optimizer")
         norm = step_hypernetwork(self.hypernetwork, optimizer, deltas, self.grad_clip)
         return {"hypernetwork_grad_norm": norm}
+
+    def _prefix(self, client: int) -> str:
+        return "" if self.prefixes is None else self.prefixes[client]
 
     def server_state(self) -> dict[str, Any]:
         """Hypernetwork (embeddings included) and optimizer state."""
@@ -112,7 +128,7 @@ def init_personal_head(cfg: DictConfig, partition_id: int) -> dict[str, torch.Te
     """pFedHN-PC: a client's first head, a fresh ``make_head`` seeded by (seed, partition)."""
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(cfg.seed, HEAD_STREAM, partition_id))
-        head = make_head(config.model_spec(cfg))
+        head = make_head(config.model_spec(cfg, partition_id))
     return {HEAD_PREFIX + name: tensor for name, tensor in head.state_dict().items()}
 
 
@@ -131,7 +147,7 @@ def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
     CPU, then moved to ``device``: the same initial values on every device.
     """
     hypernetwork = HyperNetwork(
-        parameter_shapes(config.model_spec(cfg), personal_head=cfg.method.personal_head),
+        generated_shapes(cfg),
         num_clients=cfg.num_clients,
         embed_dim=config.embed_dim(cfg),
         hidden_dim=cfg.hypernetwork.hidden_dim,
@@ -149,15 +165,41 @@ def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
             lr=server.lr if server.embed_lr is None else server.embed_lr,
             momentum=server.momentum,
         )
-    return PFedHN(
+    strategy = PFedHN(
         hypernetwork=hypernetwork,
         optimizer=optimizer,
         grad_clip=server.grad_clip,
         novel_optimizer=novel_optimizer,
         kept=head_names(config.model_spec(cfg)) if cfg.method.personal_head else (),
         client_state=cfg.method.personal_head,
+        prefixes=[size_prefix(config.client_n_kernels(cfg, c)) for c in range(cfg.num_clients)]
+        if cfg.model.sizes
+        else None,
         **base,
     )
+    for k in cfg.model.sizes or ():  # each size's clients reported apart too
+        clients = [c for c in range(cfg.num_clients) if config.client_n_kernels(cfg, c) == k]
+        strategy.history.groups[size_prefix(k).rstrip("/")] = ClientGroup(clients, 1, strategy.num_rounds)
+    return strategy
+
+
+def size_prefix(n_kernels: int) -> str:
+    """The prefix of one target size's tensors in a multi-size hypernetwork, e.g. ``k16/``."""
+    return f"k{n_kernels}/"
+
+
+def generated_shapes(cfg: DictConfig) -> dict[str, torch.Size]:
+    """What the hypernetwork generates: the target's tensors (but the head for pFedHN-PC), or,
+    with ``model.sizes``, those of every size, each under its ``size_prefix``."""
+    personal = cfg.method.personal_head
+    if not cfg.model.sizes:
+        return dict(parameter_shapes(config.model_spec(cfg), personal_head=personal))
+    spec = config.model_spec(cfg)
+    return {
+        size_prefix(k) + name: shape
+        for k in cfg.model.sizes
+        for name, shape in parameter_shapes(dataclasses.replace(spec, n_kernels=int(k)), personal_head=personal).items()
+    }
 
 
 def pfedhn_checks(cfg: DictConfig) -> config.Checks:
