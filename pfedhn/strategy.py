@@ -486,8 +486,10 @@ class PersonalizedStrategy(Strategy):
                 [client],
                 [f"client {client} lost what it keeps (its node restarted?); it starts again from initial values"],
             )
-        if STORED in metrics:
-            (self._holding.add if int(metrics[STORED]) else self._holding.discard)(client)
+        if STORED in metrics and int(metrics[STORED]):
+            self._holding.add(client)
+        elif STORED in metrics:
+            self._holding.discard(client)
 
     def _after_round(self, server_round: int, stage: str, failed: list[int], reasons: list[str]) -> None:
         """Apply the fault policy to this stage's failures; keep the reason if it stops the run."""
