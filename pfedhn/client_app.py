@@ -11,6 +11,10 @@ per-method branch.
 
 from __future__ import annotations
 
+import time
+
+IMPORT_STARTED = time.time()  # this module's imports (mostly torch) are part of a message's cost (message_timing)
+
 import functools
 from logging import WARNING
 
@@ -24,14 +28,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from pfedhn import config
 from pfedhn.dataset import FederatedData, load_federated
+from pfedhn.message_timing import TimedClient
 from pfedhn.methods import client_side
 from pfedhn.model import ModelSpec, TargetCNN
+from pfedhn.partition_cache import CachedClient, cached_client
 from pfedhn.strategy import (
     HOLDS,
     KEEP,
     KEPT,
     LOST,
     PARTITION_ID,
+    PARTITIONS,
     RESTORE,
     SENT,
     SERVER_ROUND,
@@ -63,8 +70,11 @@ def _target(spec: ModelSpec, channels_last: bool, device: torch.device) -> Targe
 _ON_DEVICE: dict[tuple[int, int, str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+ClientData = FederatedData | CachedClient  # anything with ``client_split(client, split)``
+
+
 def _client_split(
-    data: FederatedData, partition: int, split: str, device: torch.device
+    data: ClientData, partition: int, split: str, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``data.client_split`` on ``device``: moved once per process (and kept) off the CPU."""
     if device.type == "cpu":
@@ -86,21 +96,38 @@ class PersonalizedClient(NumPyClient):
         The run's composed config (see ``conf/config.yaml``).
     state : RecordDict
         ``Context.state``: where the kept parameters live between rounds.
+    data : ClientData | None (default: None)
+        Where this client's splits come from: the process's ``load_federated`` if None
+        (the simulation), a ``partition_cache.CachedClient`` on the Deployment Engine.
+    node_partitions : int | None (default: None)
+        The node config's ``num-partitions``, reported so the server can check ``num_clients``.
     """
 
-    def __init__(self, partition_id: int, cfg: DictConfig, state: RecordDict) -> None:
+    def __init__(
+        self,
+        partition_id: int,
+        cfg: DictConfig,
+        state: RecordDict,
+        data: ClientData | None = None,
+        node_partitions: int | None = None,
+    ) -> None:
         self.partition_id = partition_id
+        self.node_partitions = node_partitions
         self.cfg = cfg
         self.state = state
         self.side = client_side(cfg)
         self.spec = config.model_spec(cfg, partition_id)
         self.device = config.device(cfg)
         self.norm = config.normalization(cfg).to(self.device)
-        self.data: FederatedData = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
+        self.data = data if data is not None else load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
-        """Its partition id and the names of its store (``get_parameters``' order)."""
-        return {PARTITION_ID: self.partition_id, KEPT: join_names(list(self._store()))}
+        """Its partition id, its node's number of partitions (if it knows it) and the names of its
+        store (``get_parameters``' order)."""
+        properties: dict[str, Scalar] = {PARTITION_ID: self.partition_id, KEPT: join_names(list(self._store()))}
+        if self.node_partitions is not None:
+            properties[PARTITIONS] = self.node_partitions
+        return properties
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         """This client's store, for the server's checkpoints."""
@@ -307,15 +334,26 @@ class PersonalizedClient(NumPyClient):
 
 
 def make_client_app(cfg: DictConfig | None = None) -> ClientApp:
-    """The ClientApp for a composed config; with None, each node composes it from its run config."""
+    """The ClientApp for a composed config (the simulation); with None, each node composes it
+    from its run config and reads its own partition from the on-disk cache (``flwr run``)."""
 
     def client_fn(context: Context) -> Client:
+        called = time.time()
         run_cfg = cfg if cfg is not None else config.from_run_config(context.run_config)
         torch.set_num_threads(run_cfg.simulation.threads)
         partition_id = int(context.node_config["partition-id"])
-        return PersonalizedClient(partition_id, run_cfg, context.state).to_client()
+        data = None
+        if cfg is None:
+            data = cached_client(config.data_settings(run_cfg), run_cfg.dataset.num_classes, partition_id)
+        partitions = context.node_config.get("num-partitions")
+        node_partitions = None if partitions is None else int(partitions)
+        client = PersonalizedClient(partition_id, run_cfg, context.state, data, node_partitions)
+        if cfg is not None:
+            return client.to_client()
+        return TimedClient(client, (IMPORT_STARTED, IMPORTED), called).to_client()
 
     return ClientApp(client_fn=client_fn)
 
 
+IMPORTED = time.time()
 app = make_client_app()

@@ -19,7 +19,6 @@ from pfedhn.dataset import LOADERS, DataSettings
 from pfedhn.errors import ConfigError
 from pfedhn.faults import FaultPolicy
 from pfedhn.model import ModelSpec
-from pfedhn.simulation import BACKENDS
 from pfedhn.train import Normalization
 
 
@@ -39,6 +38,7 @@ def non_negative(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
+BACKENDS = ("inprocess", "ray", "stock")  # simulation.backend; stock: Flower's engine untouched (see pfedhn.simulation)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -56,6 +56,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faults.max_failed_rounds": (non_negative_int, "a non-negative integer (0: no cap)"),
     "faults.round_timeout": (lambda v: v is None or positive(v), "null or a positive number of seconds"),
     "faults.max_update_norm": (lambda v: v is None or positive(v), "null or a positive number"),
+    "faults.connect_timeout": (positive, "a positive number of seconds"),
     "novel.clients": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "novel.rounds": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "dataset.num_classes": (positive_int, "a positive integer"),
@@ -166,6 +167,7 @@ RESUMABLE_CHANGES = (
     "dataset.download",
     "client.eval_batch_size",
     "faults.round_timeout",
+    "faults.connect_timeout",
 )
 
 
@@ -219,6 +221,7 @@ def fault_policy(cfg: DictConfig) -> FaultPolicy:
         stop_on_failure=bool(f.stop_on_failure),
         max_failed_rounds=int(f.max_failed_rounds),
         max_update_norm=None if f.max_update_norm is None else float(f.max_update_norm),
+        connect_timeout=float(f.connect_timeout),
     )
 
 

@@ -19,10 +19,10 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 
 from pfedhn.errors import ConfigError, DataError
 
@@ -96,7 +96,8 @@ def _expected_files(name: str, root: Path) -> str:
     return f"{root}/{name}.npz or {root}/{folder}/ (torchvision's layout)"
 
 
-def _from_torchvision(dataset: torchvision.datasets.VisionDataset) -> ImageSplit:
+def _from_torchvision(dataset: Any) -> ImageSplit:
+    """A torchvision dataset (``torchvision.datasets.VisionDataset``) as an ``ImageSplit``."""
     images = torch.as_tensor(np.asarray(dataset.data))
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
@@ -104,6 +105,8 @@ def _from_torchvision(dataset: torchvision.datasets.VisionDataset) -> ImageSplit
 
 
 def _load_mnist(root: Path, download: bool) -> tuple[ImageSplit, ImageSplit]:
+    import torchvision  # here, not at the top: a client that never reads torchvision's files skips its import
+
     return tuple(  # type: ignore[return-value]
         _from_torchvision(torchvision.datasets.MNIST(str(root), train=train, download=download))
         for train in (True, False)
@@ -122,6 +125,8 @@ def _load_cifar(name: str, root: Path, download: bool) -> tuple[ImageSplit, Imag
                 )
                 for split in ("train", "test")
             )
+    import torchvision  # here, not at the top (see _load_mnist)
+
     cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
     return tuple(  # type: ignore[return-value]
         _from_torchvision(cls(str(root), train=train, download=download)) for train in (True, False)

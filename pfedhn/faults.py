@@ -34,11 +34,13 @@ class RejectedResult(ValueError):
 class FaultPolicy:
     """``stop_on_failure``: stop at the first failure; else go on and stop after
     ``max_failed_rounds`` consecutive rounds with a failure (0: never).
-    ``max_update_norm``: reject a result whose update's L2 norm exceeds it (None: no bound)."""
+    ``max_update_norm``: reject a result whose update's L2 norm exceeds it (None: no bound).
+    ``connect_timeout``: seconds to wait, before the first round, for one client per partition."""
 
     stop_on_failure: bool = False
     max_failed_rounds: int = 5
     max_update_norm: float | None = None
+    connect_timeout: float = 600.0
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class RunHistory:
     client_classes: list[list[int]] = field(default_factory=list)  # the classes of each client's training data
     method_report: dict[str, Any] = field(default_factory=dict)  # the method's own state worth reading (pFedLA: α)
     failures: list[dict[str, Any]] = field(default_factory=list)  # failed clients per round (``pfedhn.faults``)
+    message_timings: list[dict[str, Any]] = field(default_factory=list)  # ``flwr run``: each message's time split
 
     def add(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)
@@ -130,6 +131,7 @@ class RunHistory:
             "client_classes": self.client_classes,
             "method_report": self.method_report,
             "failures": self.failures,
+            "message_timings": self.message_timings,
             "groups": {name: group.report(self.evaluations) for name, group in self.groups.items()},
             "eval_wall_time_s": self.eval_wall_times,
             "history": [asdict(e) for e in self.evaluations],

@@ -49,11 +49,11 @@ except ImportError:  # deprecated since flwr 1.28; a release may drop it (see ``
     run_simulation = None
 
 from pfedhn import flower_internals
+from pfedhn.config import BACKENDS
 from pfedhn.errors import PFedHNError
 from pfedhn.strategy import PersonalizedStrategy, call_here
 
 FLOWER_POLL_INTERVAL = 0.1
-BACKENDS = ("inprocess", "ray", "stock")  # stock: Flower's engine untouched (Ray, 0.1 s polling)
 STOCK_COST = "1.15-1.3x the time per CIFAR-10 round and about twice the memory here (docs/performance.md)"
 log = logging.getLogger("pfedhn")
 

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from pfedhn.checkpoint import Checkpoint
 from pfedhn.errors import ConfigError
 from pfedhn.faults import ClientFailure, Expected, FailureLog, FaultPolicy, RejectedResult, check_result
+from pfedhn.message_timing import TIMING_KEYS
 from pfedhn.results import ClientGroup, Evaluation, RunHistory, SplitMetrics
 
 PARTITION_ID = "partition_id"
@@ -58,6 +59,7 @@ SENT = "sent"  # the instruction's arrays, in order
 KEEP = "keep"  # parameters the client takes from its own store, trains and keeps (never returned)
 RESTORE = "restore"  # trailing arrays: the client's own state from a checkpoint, to put back in its store
 KEPT = "kept"  # get_properties: the names in the client's store, in get_parameters' order
+PARTITIONS = "num_partitions"  # get_properties: how many partitions the client's node splits the data into
 HOLDS = "holds"  # instruction: 1 if the server knows the client's store is not empty (a lost one is reported)
 STORED = "stored"  # fit metrics: how many tensors the client's store holds after training
 LOST = "lost_state"  # fit / evaluate metrics: 1 if the client's store was empty though the server said HOLDS
@@ -377,6 +379,7 @@ class PersonalizedStrategy(Strategy):
                 reasons.append(f"result rejected: {error}")
                 continue
             self._note_store(server_round, "fit", client, res.metrics)
+            self._note_timing(server_round, "fit", client, res.metrics)
         failed = [c for c in asked if c not in updates]
         self._awaited = {}
         self.last_round = server_round
@@ -424,12 +427,12 @@ class PersonalizedStrategy(Strategy):
                 continue
             by_client[client] = res.metrics
             self._note_store(server_round, "evaluate", client, res.metrics)
+            self._note_timing(server_round, "evaluate", client, res.metrics)
         missing = [c for c in range(self.num_clients) if c not in by_client]
         self._after_round(server_round, "evaluate", missing, reasons)
         if missing:
             log(WARNING, "round %s: evaluation missed %d client(s); not recorded", server_round, len(missing))
-            if server_round == self.num_rounds:
-                self._maybe_checkpoint(server_round)
+            self._end_if_last(server_round)
             return None, {}
         ordered = [by_client[c] for c in sorted(by_client)]
         splits = {
@@ -447,8 +450,7 @@ class PersonalizedStrategy(Strategy):
         best = self.history.best
         self._progress_bar().set_postfix(val=f"{splits['val'].accuracy:.4f}", best_test=f"{best.test.accuracy:.4f}")
         log(INFO, "round %s: val %.4f test %.4f", server_round, splits["val"].accuracy, splits["test"].accuracy)
-        if server_round == self.num_rounds:
-            self._maybe_checkpoint(server_round)
+        self._end_if_last(server_round)
         return splits["test"].loss, {"val_accuracy": splits["val"].accuracy, "test_accuracy": splits["test"].accuracy}
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
@@ -476,6 +478,14 @@ class PersonalizedStrategy(Strategy):
         self.history.bytes_sent += _num_bytes(parameters)
         return parameters, config
 
+    def _end_if_last(self, server_round: int) -> None:
+        """After the last round's evaluation: the final checkpoint, and ``results.json`` marked finished."""
+        if server_round != self.num_rounds:
+            return
+        self._maybe_checkpoint(server_round)
+        if self.results_path is not None:
+            self.history.write(self.results_path, finished=True)
+
     def _note_store(self, server_round: int, stage: str, client: int, metrics: dict[str, Scalar]) -> None:
         """Keep track of which clients hold a store; record a client that lost its own (its
         node restarted: Flower keeps ``Context.state`` in memory only)."""
@@ -490,6 +500,12 @@ class PersonalizedStrategy(Strategy):
             self._holding.add(client)
         elif STORED in metrics:
             self._holding.discard(client)
+
+    def _note_timing(self, server_round: int, stage: str, client: int, metrics: dict[str, Scalar]) -> None:
+        """Record a message's time split (``pfedhn.message_timing``), if the client measured one."""
+        if all(key in metrics for key in TIMING_KEYS):
+            times = {key: float(metrics[key]) for key in TIMING_KEYS}
+            self.history.message_timings.append({"round": server_round, "stage": stage, "client": client, **times})
 
     def _after_round(self, server_round: int, stage: str, failed: list[int], reasons: list[str]) -> None:
         """Apply the fault policy to this stage's failures; keep the reason if it stops the run."""
@@ -532,24 +548,58 @@ class PersonalizedStrategy(Strategy):
         return named
 
     def _proxies_by_partition(self, client_manager: ClientManager) -> dict[int, ClientProxy]:
-        """Partition id → proxy, asked once of every client (see the module docstring)."""
+        """Partition id → proxy, asked once of every client (see the module docstring).
+
+        ``num_clients`` and the federation must agree: the first clients to connect say
+        how many partitions their nodes split the data into (node config ``num-partitions``),
+        and a mismatch stops the run at once with one line; so do fewer clients than
+        ``num_clients`` within ``faults.connect_timeout`` seconds, and more clients.
+        """
         if self._proxies:
             return self._proxies
-        client_manager.wait_for(self.num_clients)
+        client_manager.wait_for(1, timeout=self.faults.connect_timeout)
+        answers = self._ask_identities(list(client_manager.all().values()))
+        node_counts = {n for _, n in answers.values() if n is not None}
+        if node_counts - {self.num_clients}:
+            self._stop(
+                f"num_clients={self.num_clients}, but the SuperNodes split the data into {sorted(node_counts)} "
+                "partitions (their node config num-partitions): make them agree, e.g. num_clients="
+                f"{max(node_counts)} in the run config's overrides, or run {self.num_clients} SuperNodes "
+                f'(simulation: --federation-config "num-supernodes={self.num_clients}")'
+            )
+        if not client_manager.wait_for(self.num_clients, timeout=self.faults.connect_timeout):
+            self._stop(
+                f"num_clients={self.num_clients}, but only {client_manager.num_available()} clients (SuperNodes) "
+                f"connected within faults.connect_timeout={self.faults.connect_timeout:g} s: start one SuperNode "
+                "per partition, or set num_clients to the number of SuperNodes"
+            )
         proxies = list(client_manager.all().values())
+        answers.update(self._ask_identities([p for p in proxies if p not in answers]))
+        ids = sorted(partition for partition, _ in answers.values())
+        if ids != list(range(self.num_clients)):
+            self._stop(
+                f"num_clients={self.num_clients} needs one client per partition 0..{self.num_clients - 1}; "
+                f"the {len(ids)} connected clients hold partitions {ids}"
+            )
+        self._proxies = {partition: proxy for proxy, (partition, _) in answers.items()}
+        return self._proxies
 
-        def ask(proxy: ClientProxy) -> int:
-            res = proxy.get_properties(GetPropertiesIns(config={}), timeout=None, group_id=0)
-            return int(res.properties[PARTITION_ID])
+    @staticmethod
+    def _ask_identities(proxies: list[ClientProxy]) -> dict[ClientProxy, tuple[int, int | None]]:
+        """proxy → (its partition id, its node's number of partitions or None if it does not say)."""
+
+        def ask(proxy: ClientProxy) -> tuple[int, int | None]:
+            properties = proxy.get_properties(GetPropertiesIns(config={}), timeout=None, group_id=0).properties
+            partitions = properties.get(PARTITIONS)
+            return int(properties[PARTITION_ID]), None if partitions is None else int(partitions)
 
         with ThreadPoolExecutor(max_workers=32) as pool:
-            ids = list(pool.map(ask, proxies))
-        if sorted(ids) != list(range(self.num_clients)):
-            raise ClientFailure(
-                f"expected one client per partition 0..{self.num_clients - 1}, got partition ids {sorted(ids)}"
-            )
-        self._proxies = dict(zip(ids, proxies))
-        return self._proxies
+            return dict(zip(proxies, pool.map(ask, proxies)))
+
+    def _stop(self, reason: str) -> None:
+        """Stop the run with one line (``stop_reason``, see ``pfedhn.main``)."""
+        self.stop_reason = reason
+        raise ClientFailure(reason)
 
     def _check_sender(self, proxy: ClientProxy, metrics: dict[str, Scalar]) -> int:
         client = int(metrics.get(PARTITION_ID, -1))

@@ -306,9 +306,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
             best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
             at_best += best["test"]["client_accuracy"]
         data.append(100 * np.array(at_best))
-        labels.append(
-            f"{method_label(method)}\n({len(at_best) // len(runs)} clients, {_seeds(len(runs))})"
-        )
+        labels.append(f"{method_label(method)}\n({len(at_best) // len(runs)} clients, {_seeds(len(runs))})")
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)
     for i, values in enumerate(data, 1):
         ax.scatter(

@@ -95,7 +95,7 @@ def test_the_ray_backend_gives_the_numbers_of_the_in_process_one(data_root: Path
         ("dataset.name=svhn", "config error: dataset.name: unknown dataset 'svhn'"),
         ("client.lr=-1", "config error: client.lr: must be a positive number"),
         ("simulation.backend=gpu", "config error: simulation.backend: must be one of inprocess, ray"),
-        ("device=tpu", "config error: device: must be auto, cpu, cuda[:<i>] or mps, got 'tpu'"),
+        ("device=tpu", "config error: device: must be auto, cpu, cuda, cuda:<i> or mps, got 'tpu'"),
         (
             "simulation.client_gpus=0.5",
             "config error: simulation.client_gpus: GPU fractions need simulation.backend=ray",
