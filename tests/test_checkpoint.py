@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from pfedhn import main as pfedhn_main
 from pfedhn.checkpoint import Checkpoint
+from pfedhn.config import compose
 from tests.conftest import ROOT, run_pfedhn, tiny_overrides
 
 
@@ -62,20 +66,21 @@ def run_main(args: list[str], run_dir: Path) -> str:
     ],
 )
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
-    data_root: Path, tmp_path: Path, method: str, stored: int
+    data_root: Path, tmp_path: Path, method: str, stored: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every method, with what its clients keep (``stored`` tensors each), which must come
-    back from the checkpoint too."""
+    back from the checkpoint too (in-process runs of ``pfedhn.main.run``)."""
     args = tiny_overrides(data_root) + [
         f"method={method}",
         "eval_every=3",
         "checkpoint_every=2",
         "clients_per_round=2",
     ]
-    run_main(args + ["num_rounds=6"], tmp_path / "whole")
-    run_main(args + ["num_rounds=4"], tmp_path / "parts")
-    log = run_main(args + ["num_rounds=6", f"resume={tmp_path / 'parts'}"], tmp_path / "ignored")
-    assert f"resuming {tmp_path / 'parts'} after round 4" in log
+    caplog.set_level(logging.INFO, logger="pfedhn")
+    pfedhn_main.run(compose(args + ["num_rounds=6"]), tmp_path / "whole")
+    pfedhn_main.run(compose(args + ["num_rounds=4"]), tmp_path / "parts")
+    pfedhn_main.run(compose(args + ["num_rounds=6", f"resume={tmp_path / 'parts'}"]), tmp_path / "ignored")
+    assert f"resuming {tmp_path / 'parts'} after round 4" in caplog.text
 
     whole, parts = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "parts"))
     assert [e["round"] for e in parts["history"]] == [1, 4, 6]
@@ -83,10 +88,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     assert parts["test_accuracy"] == whole["test_accuracy"] and parts["finished"]
     a, b = (Checkpoint.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "parts"))
     assert a.round == b.round == 6
-    for part in a.server:
-        if part.startswith(("hypernetwork", "models", "weights")):  # weights: pFedLA's HNs or a global model
-            for name, tensor in a.server[part].items():
-                assert torch.equal(tensor, b.server[part][name]), name
+    assert_identical(a.server, b.server)  # models, hypernetworks, optimizer state, ...
     assert a.clients.keys() == b.clients.keys() and bool(a.clients) == bool(stored)
     for client, store in a.clients.items():
         assert store.keys() == b.clients[client].keys() and len(store) in (0, stored)
@@ -141,10 +143,19 @@ def test_runs_killed_at_any_point_resume_to_the_uninterrupted_result(data_root: 
         assert all(np.array_equal(array, b.clients[client][name]) for name, array in store.items())
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
-def test_an_unreadable_checkpoint_stops_with_one_line_naming_it(data_root: Path, tmp_path: Path, damage: str) -> None:
+@pytest.fixture(scope="module")
+def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """(overrides, run directory) of a 4-round run with its final checkpoint."""
     args = tiny_overrides(data_root) + ["eval_every=3", "checkpoint_every=2", "num_rounds=4"]
-    run_main(args, tmp_path / "run")
+    run_dir = tmp_path_factory.mktemp("finished")
+    pfedhn_main.run(compose(args), run_dir)
+    return args, run_dir
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_an_unreadable_checkpoint_stops_with_one_line_naming_it(finished_run, tmp_path: Path, damage: str) -> None:
+    args, source = finished_run
+    shutil.copytree(source, tmp_path / "run")
     path = tmp_path / "run" / "checkpoint.pt"
     data = path.read_bytes()
     path.write_bytes(
