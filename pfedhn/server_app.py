@@ -38,7 +38,7 @@ def _deployment_server_fn(context: Context) -> ServerAppComponents:
     out = output_directory(context.run_config) / f"run-{context.run_id}"
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)  # fails fast; client classes
     history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True), client_classes=data.client_classes())
-    history.provenance.append({**provenance.record(from_round=0), "engine": "deployment"})
+    history.provenance.append({**provenance.record(from_round=0), "engine": "flwr run"})
     strategy = build_strategy(
         cfg,
         history=history,
