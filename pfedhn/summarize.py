@@ -109,7 +109,14 @@ def cell_text(runs: list[Run]) -> str:
     planned = {r.result["config"]["num_rounds"] for r in runs}
     done = {r.rounds_done for r in runs}
     scale = f"{max(done)} rounds" if done == planned else f"{max(done)} of {max(planned)} rounds, unfinished"
+    per_round = {steps_per_round(r) for r in runs}
+    if len(per_round) == 1 and None not in per_round:  # the budget in local steps, comparable across methods
+        scale += f", {_thousands(max(done) * per_round.pop())} steps"
     return f"{value} ({scale}, {_seeds(len(runs))})"
+
+
+def _thousands(steps: int) -> str:
+    return f"{steps / 1000:g}k" if steps >= 1000 else str(steps)
 
 
 def table(runs: list[Run]) -> str:
@@ -124,6 +131,50 @@ def table(runs: list[Run]) -> str:
         row = [cell_text(cells[(method, d, n)]) if (method, d, n) in cells else "–" for d, n in columns]
         lines.append(f"| {method_label(method)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def settings_table(runs: list[Run]) -> str:
+    """The budget and hyperparameters behind each row and column: rounds × clients per round ×
+    local steps, the client optimizer, and the method's own keys (as each run's config has them)."""
+    lines = [
+        "| method | dataset, clients | rounds × clients/round × local steps = total "
+        "| batch, client SGD (lr, momentum, wd) | eval every | method settings |",
+        "|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for run in sorted(runs, key=lambda r: (_row_order(r.method), list(DATASET_LABELS).index(r.dataset), r.clients)):
+        cfg = run.result["config"]
+        client = cfg.get("client", {})
+        steps = client.get("inner_steps")
+        work = f"{client['epochs']} epochs" if client.get("epochs") else f"{steps}"
+        per_round = steps_per_round(run)
+        total = "" if per_round is None else f" = {cfg['num_rounds'] * per_round:,}"
+        own = {k: v for k, v in cfg["method"].items() if k not in ("name", "strategy")}
+        line = (
+            f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, {run.clients} "
+            f"| {cfg['num_rounds']} × {cfg.get('clients_per_round', 1)} × {work}{total} "
+            f"| {client.get('batch_size')}, ({client.get('lr')}, {client.get('momentum')}, "
+            f"{client.get('weight_decay')}) | {cfg.get('eval_every')} | {_flat_settings(own)} |"
+        )
+        if line not in seen:  # seeds of one cell share their settings
+            seen.add(line)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _flat_settings(tree: dict[str, Any], prefix: str = "") -> str:
+    parts = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            parts.append(_flat_settings(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return ", ".join(p for p in parts if p) or "–"
+
+
+def _row_order(method: str) -> int:
+    base = method.partition("_sizes_")[0]
+    return list(METHOD_LABELS).index(base) if base in METHOD_LABELS else 99
 
 
 def provenance_table(runs: list[Run]) -> str:
@@ -334,6 +385,7 @@ def main(argv: list[str] | None = None) -> str:
     sized = [r for r in runs if r.result["config"].get("model", {}).get("sizes")]
     text = table(runs) if runs else ""
     if runs:
+        text += "\n\nBudget and hyperparameters of every cell (from each run's config):\n\n" + settings_table(runs)
         text += "\n\nWhat produced each run (`provenance` in its results.json):\n\n" + provenance_table(runs)
     aggregated = [r for r in runs if r.result.get("method_report", {}).get("alpha")]
     if aggregated:

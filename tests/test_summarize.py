@@ -109,3 +109,28 @@ def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> No
     # itself: (0.5 + 0.4 + 0.8) / 3; sharing: 0.3 and 0.4; the others: 0.2, 0.2, 0.1, 0.1
     assert "| pFedLA | CIFAR-10, 3 | 61 | fc1 | 0.567 | 0.350 | 0.150 |" in text
     assert (static / "alpha_pfedla_cifar10_3_fc1.png").is_file()
+
+
+def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> None:
+    """Rows with another rounds × clients-per-round budget say so in local steps, and the settings
+    table lists each row's budget, client optimizer and method keys."""
+    runs = tmp_path / "runs"
+    for name, method, per_round in (("h", {"name": "pfedhn", "personal_head": False}, 1), ("f", {"name": "fedavg"}, 5)):
+        write_run(runs / name, method["name"], 0, 0.8)
+        path = runs / name / "results.json"
+        result = json.loads(path.read_text())
+        result["config"] |= {
+            "method": {**method, "finetune_steps": 50} if name == "f" else method,
+            "clients_per_round": per_round,
+            "eval_every": 30 if per_round == 1 else 6,
+            "client": {"inner_steps": 50, "epochs": None, "batch_size": 64, "lr": 0.005, "momentum": 0.9,
+                       "weight_decay": 5e-5},
+        }  # fmt: skip
+        path.write_text(json.dumps(result))
+    text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
+    assert "| pFedHN | 80.00 (61 rounds, 3.05k steps, 1 seed) |" in text
+    assert "| FedAvg+FT | 80.00 (61 rounds, 15.25k steps, 1 seed) |" in text
+    assert (
+        "| FedAvg+FT | CIFAR-10, 2 | 61 × 5 × 50 = 15,250 | 64, (0.005, 0.9, 5e-05) | 6 | finetune_steps=50 |" in text
+    )
+    assert "| pFedHN | CIFAR-10, 2 | 61 × 1 × 50 = 3,050 | 64, (0.005, 0.9, 5e-05) | 30 | personal_head=False |" in text
