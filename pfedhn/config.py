@@ -177,12 +177,26 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def check_resumable(cfg: DictConfig, saved: dict[str, Any]) -> None:
-    """Raise ``ConfigError`` naming the first key where ``cfg`` differs from a checkpoint's config."""
+def check_resumable(cfg: DictConfig, saved: dict[str, Any]) -> list[str]:
+    """Raise ``ConfigError`` naming the first key where ``cfg`` differs from a checkpoint's config.
+
+    Keys the saved config lacks were added to the package after that run started (e.g.
+    ``faults.*``, ``device``): they are returned, for the caller to say so, not refused.
+    """
     now, then = _flat(OmegaConf.to_container(cfg, resolve=True)), _flat(saved)
+    added = sorted(key for key in set(now) - set(then) if not _has_prefix_in(key, then))
     for key in sorted(set(now) | set(then)):
-        if not key.startswith(RESUMABLE_CHANGES) and now.get(key) != then.get(key):
+        if key in added or key.startswith(RESUMABLE_CHANGES):
+            continue
+        if now.get(key) != then.get(key):
             raise ConfigError(key, f"is {now.get(key)!r} but the run being resumed used {then.get(key)!r}")
+    return added
+
+
+def _has_prefix_in(key: str, flat: dict[str, Any]) -> bool:
+    """Whether ``flat`` has a key that is a parent of ``key`` (a value replaced by a group)."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in flat for i in range(1, len(parts)))
 
 
 def resolve_threads(cfg: DictConfig, concurrent_runs: int) -> None:

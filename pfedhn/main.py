@@ -70,7 +70,9 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
     checkpoint = None
     if cfg.resume is not None or (output_dir / CHECKPOINT_FILE).is_file():
         checkpoint = load_checkpoint(output_dir)
-        config.check_resumable(cfg, checkpoint.config)
+        added = config.check_resumable(cfg, checkpoint.config)
+        if added:
+            log.info("resumed run predates these keys, used at their values now: %s", ", ".join(added))
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)
     backend = choose_backend(cfg.simulation.backend)
     in_process = backend == "inprocess"

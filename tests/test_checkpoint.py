@@ -165,3 +165,18 @@ def test_an_unreadable_checkpoint_stops_with_one_line_naming_it(finished_run, tm
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and f"{path} is not a readable checkpoint" in errors[0], done.stderr[-2000:]
+
+
+def test_a_run_from_before_a_key_existed_resumes_and_is_told_which_keys_are_new(data_root: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from pfedhn.config import check_resumable
+    from pfedhn.errors import ConfigError
+
+    cfg = compose(tiny_overrides(data_root))
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    del saved["faults"], saved["device"]  # a checkpoint written before these keys were added
+    assert check_resumable(cfg, saved)[:2] == ["device", "faults.connect_timeout"]
+    saved["seed"] = 7
+    with pytest.raises(ConfigError, match="seed: is 42 but the run being resumed used 7"):
+        check_resumable(cfg, saved)
