@@ -59,6 +59,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faults.connect_timeout": (positive, "a positive number of seconds"),
     "novel.clients": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
     "novel.rounds": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
+    "novel.lr": (lambda v: v is None or positive(v), "null (the embedding lr) or a positive number"),
     "dataset.num_classes": (positive_int, "a positive integer"),
     "dataset.in_channels": (positive_int, "a positive integer"),
     "dataset.image_size": (lambda v: positive_int(v) and v >= 16, "an integer >= 16"),

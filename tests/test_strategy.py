@@ -136,3 +136,13 @@ def test_novel_clients_sit_out_training_then_only_their_embeddings_learn(data_ro
             assert not mlp_moved and set(rows_moved) <= {4, 5} and proxy.partition_id in rows_moved
         else:
             assert mlp_moved
+
+
+@pytest.mark.parametrize(("novel_lr", "expected"), [("null", 0.01), ("0.3", 0.3)])
+def test_the_novel_phase_has_its_own_embedding_rate(data_root: Path, novel_lr: str, expected: float) -> None:
+    cfg = compose(
+        tiny_overrides(data_root, num_clients=6) + ["novel.clients=2", "novel.rounds=3", f"novel.lr={novel_lr}"]
+    )
+    strategy = build_strategy(cfg, progress=False)
+    assert strategy.novel_optimizer.param_groups[0]["lr"] == expected
+    assert strategy.optimizer.param_groups[0]["lr"] == 0.01  # the training phase's is untouched

@@ -160,9 +160,10 @@ def build_pfedhn(cfg: DictConfig, **base: Any) -> PFedHN:
     novel_optimizer = None
     if cfg.novel.clients:
         # no weight decay: only the novel clients' rows get gradients, so only they move
+        embed_lr = server.lr if server.embed_lr is None else server.embed_lr
         novel_optimizer = torch.optim.SGD(
             hypernetwork.embeddings.parameters(),
-            lr=server.lr if server.embed_lr is None else server.embed_lr,
+            lr=embed_lr if cfg.novel.lr is None else cfg.novel.lr,
             momentum=server.momentum,
         )
     strategy = PFedHN(
