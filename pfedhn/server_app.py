@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from pfedhn import config, provenance
 from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
-from pfedhn.dataset import load_federated
 from pfedhn.errors import ConfigError
 from pfedhn.methods import build_strategy
 from pfedhn.results import RunHistory
@@ -36,8 +35,7 @@ def _deployment_server_fn(context: Context) -> ServerAppComponents:
     ``<output-dir>/run-<run id>/`` (``output_directory``), whatever the SuperLink's directory."""
     cfg = config.from_run_config(context.run_config)
     out = output_directory(context.run_config) / f"run-{context.run_id}"
-    data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)  # fails fast; client classes
-    history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True), client_classes=data.client_classes())
+    history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True))  # the data lives on the SuperNodes
     history.provenance.append({**provenance.record(from_round=0), "engine": "flwr run"})
     strategy = build_strategy(
         cfg,
