@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
 
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+DEFAULT_CLASSES = {"mnist": 2, "cifar10": 2, "cifar100": 10}  # classes per client of conf/dataset/
 METHOD_LABELS = {  # rows in this order
     "local": "Local",
     "fedavg": "FedAvg",
@@ -75,8 +76,26 @@ def find_runs(dirs: list[Path]) -> list[Run]:
         for path in sorted(directory.rglob("results.json")):
             result = json.loads(path.read_text())
             cfg = result["config"]
-            runs.append(Run(path, row_key(cfg), cfg["dataset"]["name"], cfg["num_clients"], cfg["seed"], result))
+            runs.append(Run(path, row_key(cfg), dataset_key(cfg["dataset"]), cfg["num_clients"], cfg["seed"], result))
     return runs
+
+
+def dataset_key(dataset: dict[str, Any]) -> str:
+    """A run's table column: its dataset, split apart when its clients hold another number of
+    classes than the dataset's default (pFedLA's presets: 4 on CIFAR-10), e.g. ``cifar10_c4``."""
+    name, classes = dataset["name"], dataset.get("classes_per_client")
+    return name if classes in (None, DEFAULT_CLASSES.get(name)) else f"{name}_c{classes}"
+
+
+def dataset_label(key: str) -> str:
+    name, _, classes = key.partition("_c")
+    label = DATASET_LABELS.get(name, name)
+    return f"{label} ({classes} classes per client)" if classes else label
+
+
+def _dataset_order(key: str) -> tuple[int, str]:
+    name = key.partition("_c")[0]
+    return (list(DATASET_LABELS).index(name) if name in DATASET_LABELS else 99, key)
 
 
 def method_label(key: str) -> str:
@@ -123,9 +142,9 @@ def table(runs: list[Run]) -> str:
     cells: dict[tuple[str, str, int], list[Run]] = defaultdict(list)
     for run in runs:
         cells[(run.method, run.dataset, run.clients)].append(run)
-    columns = sorted({(d, n) for _, d, n in cells}, key=lambda c: (list(DATASET_LABELS).index(c[0]), c[1]))
+    columns = sorted({(d, n) for _, d, n in cells}, key=lambda c: (_dataset_order(c[0]), c[1]))
     methods = sorted({m for m, _, _ in cells}, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)
-    header = "| method | " + " | ".join(f"{DATASET_LABELS.get(d, d)}, {n} clients" for d, n in columns) + " |"
+    header = "| method | " + " | ".join(f"{dataset_label(d)}, {n} clients" for d, n in columns) + " |"
     lines = [header, "|---" * (len(columns) + 1) + "|"]
     for method in methods:
         row = [cell_text(cells[(method, d, n)]) if (method, d, n) in cells else "–" for d, n in columns]
@@ -142,7 +161,7 @@ def settings_table(runs: list[Run]) -> str:
         "|---|---|---|---|---|---|",
     ]
     seen = set()
-    for run in sorted(runs, key=lambda r: (_row_order(r.method), list(DATASET_LABELS).index(r.dataset), r.clients)):
+    for run in sorted(runs, key=lambda r: (_row_order(r.method), _dataset_order(r.dataset), r.clients)):
         cfg = run.result["config"]
         client = cfg.get("client", {})
         steps = client.get("inner_steps")
@@ -151,7 +170,7 @@ def settings_table(runs: list[Run]) -> str:
         total = "" if per_round is None else f" = {cfg['num_rounds'] * per_round:,}"
         own = {k: v for k, v in cfg["method"].items() if k not in ("name", "strategy")}
         line = (
-            f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, {run.clients} "
+            f"| {method_label(run.method)} | {dataset_label(run.dataset)}, {run.clients} "
             f"| {cfg['num_rounds']} × {cfg.get('clients_per_round', 1)} × {work}{total} "
             f"| {client.get('batch_size')}, ({client.get('lr')}, {client.get('momentum')}, "
             f"{client.get('weight_decay')}) | {cfg.get('eval_every')} | {_flat_settings(own)} |"
@@ -183,7 +202,7 @@ def provenance_table(runs: list[Run]) -> str:
         "| method | dataset, clients | seed | rounds | versions | commit | wall time |",
         "|---|---|---|---|---|---|---|",
     ]
-    order = sorted(runs, key=lambda r: (r.method, list(DATASET_LABELS).index(r.dataset), r.clients, r.seed))
+    order = sorted(runs, key=lambda r: (r.method, _dataset_order(r.dataset), r.clients, r.seed))
     for run in order:
         records = run.result.get("provenance", [])
         commits = "+".join(
@@ -192,7 +211,7 @@ def provenance_table(runs: list[Run]) -> str:
         recorded = "" if all(r.get("recorded", True) for r in records) else " (not recorded by the run)"
         wall = run.result.get("wall_time_s")
         lines.append(
-            f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+            f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
             f"{run.clients} | {run.seed} | {run.rounds_done} | {versions_label(records)}{recorded} | "
             f"{commits or '–'} | {'–' if wall is None else f'{wall / 60:.0f} min'} |"
         )
@@ -224,7 +243,7 @@ def alpha_table(runs: list[Run]) -> str:
         for layer in run.result["method_report"]["alpha"]:
             own, share, none = alpha_means(run, layer)
             lines.append(
-                f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+                f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
                 f"{run.clients} | {run.rounds_done} | {layer} | {own:.3f} | {share:.3f} | {none:.3f} |"
             )
     return "\n".join(lines)
@@ -243,7 +262,7 @@ def plot_alpha(run: Run, layer: str, static: Path) -> Path:
     axes[1].set(xlabel="client j", ylabel="client i", title="training classes in common")
     own, share, none = alpha_means(run, layer)
     fig.suptitle(
-        f"{method_label(run.method)}, {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+        f"{method_label(run.method)}, {dataset_label(run.dataset)}, "
         f"{run.clients} clients, {run.rounds_done} rounds: mean α on itself {own:.3f}, "
         f"on class-sharing clients {share:.3f}, on the others {none:.3f}",
         fontsize=9,
@@ -265,7 +284,7 @@ def sizes_table(runs: list[Run]) -> str:
             correct = sum(round(test["client_accuracy"][c] * test["client_count"][c]) for c in clients)
             accuracy = 100 * correct / sum(test["client_count"][c] for c in clients)
             lines.append(
-                f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+                f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
                 f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} |"
             )
     return "\n".join(lines)
@@ -282,7 +301,7 @@ def novel_table(runs: list[Run]) -> str:
         cfg, groups = run.result["config"], run.result["groups"]
         seen, novel = 100 * groups["seen"]["test_accuracy"], 100 * groups["novel"]["test_accuracy"]
         lines.append(
-            f"| {method_label(run.method)} | {DATASET_LABELS.get(run.dataset, run.dataset)}, "
+            f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
             f"{run.clients} ({cfg['novel']['clients']}) | {cfg['num_rounds']} (+ {cfg['novel']['rounds']}) | "
             f"{seen:.2f} | {novel:.2f} | {seen - novel:.2f} | {versions_label(run.result.get('provenance', []))} |"
         )
@@ -299,7 +318,7 @@ def plot_novel(run: Run, static: Path) -> Path:
     ax.axvline(
         run.result["groups"]["novel"]["rounds"][0] - 0.5, color="grey", linestyle=":", label="hypernetwork frozen"
     )
-    title = f"{DATASET_LABELS.get(run.dataset, run.dataset)}, {run.clients} clients"
+    title = f"{dataset_label(run.dataset)}, {run.clients} clients"
     ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=f"{title}: novel vs seen clients")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
@@ -331,7 +350,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
     name = f"{dataset}_{clients}"
     order = sorted(by_method, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)
     colors = {m: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, m in enumerate(order)}  # dark first
-    title = f"{DATASET_LABELS.get(dataset, dataset)}, {clients} clients"
+    title = f"{dataset_label(dataset)}, {clients} clients"
     per_round = {m: [steps_per_round(r) for r in runs] for m, runs in by_method.items()}
     in_steps = all(None not in counts and len(set(counts)) == 1 for counts in per_round.values())
 

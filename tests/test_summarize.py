@@ -134,3 +134,17 @@ def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> N
         "| FedAvg+FT | CIFAR-10, 2 | 61 × 5 × 50 = 15,250 | 64, (0.005, 0.9, 5e-05) | 6 | finetune_steps=50 |" in text
     )
     assert "| pFedHN | CIFAR-10, 2 | 61 × 1 × 50 = 3,050 | 64, (0.005, 0.9, 5e-05) | 30 | personal_head=False |" in text
+
+
+def test_a_split_with_other_classes_per_client_gets_its_own_column(tmp_path: Path) -> None:
+    """pFedLA's presets (4 classes per client on CIFAR-10) are not pooled with pFedHN's split."""
+    runs = tmp_path / "runs"
+    write_run(runs / "a", "pfedhn", 0, 0.8)
+    write_run(runs / "b", "pfedla", 0, 0.7)
+    path = runs / "b" / "results.json"
+    result = json.loads(path.read_text())
+    result["config"]["dataset"]["classes_per_client"] = 4
+    path.write_text(json.dumps(result))
+    text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
+    assert "| method | CIFAR-10, 2 clients | CIFAR-10 (4 classes per client), 2 clients |" in text
+    assert "| pFedLA | – | 70.00 (61 rounds, 1 seed) |" in text
