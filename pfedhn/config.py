@@ -143,8 +143,6 @@ def validate(cfg: DictConfig) -> None:
                 "novel.clients",
                 f"{cfg.novel.clients} leaves fewer than clients_per_round={cfg.clients_per_round} clients in a group",
             )
-        if cfg.novel.rounds < 1:
-            raise ConfigError("novel.rounds", "must be at least 1 when novel.clients > 0")
     if cfg.model.sizes and not method.multi_size:
         raise ConfigError("model.sizes", f"method {cfg.method.name} has one target size; pFedHN generates several")
     device(cfg)  # an unavailable device fails here, before any data is loaded
@@ -178,16 +176,29 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def check_resumable(cfg: DictConfig, saved: dict[str, Any]) -> list[str]:
-    """Raise ``ConfigError`` naming the first key where ``cfg`` differs from a checkpoint's config.
+# Keys of the novel-client phase (paper Sec. 5.3): changeable while a run has not begun it,
+# so one seen phase (``novel.rounds=0``) can be continued into several novel phases.
+NOVEL_PHASE_KEYS = ("novel.rounds", "novel.lr")
+
+
+def total_rounds(cfg: DictConfig | dict[str, Any]) -> int:
+    """Rounds of a whole run: ``num_rounds`` of training, then ``novel.rounds`` of the novel phase."""
+    return int(cfg["num_rounds"]) + int(cfg.get("novel", {}).get("rounds", 0))
+
+
+def check_resumable(cfg: DictConfig, saved: dict[str, Any], at_round: int) -> list[str]:
+    """Raise ``ConfigError`` naming the first key where ``cfg`` differs from the config of a
+    run saved after ``at_round`` rounds.
 
     Keys the saved config lacks were added to the package after that run started (e.g.
     ``faults.*``, ``device``): they are returned, for the caller to say so, not refused.
+    ``NOVEL_PHASE_KEYS`` may differ while ``at_round`` precedes the novel phase under both configs.
     """
     now, then = _flat(OmegaConf.to_container(cfg, resolve=True)), _flat(saved)
     added = sorted(key for key in set(now) - set(then) if not _has_prefix_in(key, then))
+    before_novel = at_round <= min(cfg.num_rounds, int(saved["num_rounds"]))
     for key in sorted(set(now) | set(then)):
-        if key in added or key.startswith(RESUMABLE_CHANGES):
+        if key in added or key.startswith(RESUMABLE_CHANGES) or (before_novel and key in NOVEL_PHASE_KEYS):
             continue
         if now.get(key) != then.get(key):
             raise ConfigError(key, f"is {now.get(key)!r} but the run being resumed used {then.get(key)!r}")

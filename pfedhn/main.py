@@ -47,8 +47,9 @@ def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
     if not path.is_file():
         return False
     saved = json.loads(path.read_text())
-    config.check_resumable(cfg, saved["config"])
-    return bool(saved["finished"]) and saved["config"]["num_rounds"] == cfg.num_rounds
+    done = config.total_rounds(saved["config"]) if saved["finished"] else 0  # else: its checkpoint says
+    config.check_resumable(cfg, saved["config"], at_round=done)
+    return bool(saved["finished"]) and done == config.total_rounds(cfg)
 
 
 def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHistory | None:
@@ -70,7 +71,7 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
     checkpoint = None
     if cfg.resume is not None or (output_dir / CHECKPOINT_FILE).is_file():
         checkpoint = load_checkpoint(output_dir)
-        added = config.check_resumable(cfg, checkpoint.config)
+        added = config.check_resumable(cfg, checkpoint.config, at_round=checkpoint.round)
         if added:
             log.info("resumed run predates these keys, used at their values now: %s", ", ".join(added))
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)

@@ -400,7 +400,8 @@ def main(argv: list[str] | None = None) -> str:
     if not found:
         parser.error(f"no results.json under {', '.join(map(str, args.dirs))}")
     runs = [r for r in found if "novel" not in r.result.get("groups", {})]
-    novel = [r for r in found if "novel" in r.result.get("groups", {})]
+    # a seen phase alone (novel.rounds=0) has no novel accuracy yet
+    novel = [r for r in found if "test_accuracy" in r.result.get("groups", {}).get("novel", {})]
     sized = [r for r in runs if r.result["config"].get("model", {}).get("sizes")]
     text = table(runs) if runs else ""
     if runs:

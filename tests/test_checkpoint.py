@@ -176,7 +176,7 @@ def test_a_run_from_before_a_key_existed_resumes_and_is_told_which_keys_are_new(
     cfg = compose(tiny_overrides(data_root))
     saved = OmegaConf.to_container(cfg, resolve=True)
     del saved["faults"], saved["device"]  # a checkpoint written before these keys were added
-    assert check_resumable(cfg, saved)[:2] == ["device", "faults.connect_timeout"]
+    assert check_resumable(cfg, saved, at_round=1)[:2] == ["device", "faults.connect_timeout"]
     saved["seed"] = 7
     with pytest.raises(ConfigError, match="seed: is 42 but the run being resumed used 7"):
-        check_resumable(cfg, saved)
+        check_resumable(cfg, saved, at_round=1)

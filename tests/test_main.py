@@ -148,6 +148,24 @@ def test_novel_clients_are_reported_apart(data_root: Path, tmp_path: Path) -> No
     assert seen["best_val_round"] in (1, 3)
 
 
+def test_one_seen_phase_continues_into_a_novel_phase_as_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
+    """novel.rounds=0 trains the seen clients only; resumed with novel.rounds and novel.lr set, the
+    run ends as one given those settings from the start. Once in its novel phase, they are fixed."""
+    seen_phase = tiny_overrides(data_root) + ["num_rounds=3", "novel.clients=1", "eval_every=2"]
+    novel_phase = ["novel.rounds=2", "novel.lr=0.05"]
+    whole = run_main(seen_phase + novel_phase, tmp_path / "whole")
+    first = run_main([*seen_phase, "novel.rounds=0"], tmp_path / "branch")
+    assert whole.returncode == 0 and first.returncode == 0, first.stderr[-3000:]
+    branched = run_main([*seen_phase, *novel_phase, f"resume={tmp_path / 'branch'}"], tmp_path / "unused")
+    assert branched.returncode == 0, branched.stderr[-3000:]
+    expected, got = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "branch"))
+    assert got["finished"] and [e["round"] for e in got["history"]] == [1, 3, 5]
+    assert got["history"] == expected["history"] and got["groups"] == expected["groups"]
+    later = run_main([*seen_phase, "novel.rounds=3", "novel.lr=0.05", f"resume={tmp_path / 'branch'}"], tmp_path / "x")
+    assert later.returncode == 2
+    assert "config error: novel.rounds: is 3 but the run being resumed used 2" in later.stdout + later.stderr
+
+
 def test_a_killed_sweep_relaunched_ends_as_an_uninterrupted_one(data_root: Path, tmp_path: Path) -> None:
     """The same multirun command, given again, resumes unfinished cells and skips finished ones."""
     args = [

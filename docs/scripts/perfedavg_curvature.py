@@ -47,7 +47,9 @@ def norm(v: Weights) -> float:
     return float(torch.sqrt(sum((t**2).sum() for t in v.values())))
 
 
-def client_curvature(model: TargetCNN, weights: Weights, alpha: float, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def client_curvature(
+    model: TargetCNN, weights: Weights, alpha: float, x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float]:
     """(λ_max, |α H g| / |g|) of one client; x, y hold 2 × SAMPLES training samples."""
     (xa, xb), (ya, yb) = x.split(SAMPLES), y.split(SAMPLES)
     v = {k: torch.randn_like(w) for k, w in weights.items()}

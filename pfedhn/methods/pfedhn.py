@@ -120,8 +120,11 @@ class PFedHN(PersonalizedStrategy):
     def load_server_state(self, state: dict[str, Any]) -> None:
         self.hypernetwork.load_state_dict(state["hypernetwork"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.novel_optimizer is not None:
+        if self.novel_optimizer is not None:  # its rate is the config's: novel.lr may change before the novel phase
+            rates = [group["lr"] for group in self.novel_optimizer.param_groups]
             self.novel_optimizer.load_state_dict(state["novel_optimizer"])
+            for group, lr in zip(self.novel_optimizer.param_groups, rates):
+                group["lr"] = lr
 
 
 def init_personal_head(cfg: DictConfig, partition_id: int) -> dict[str, torch.Tensor]:
