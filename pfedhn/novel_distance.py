@@ -11,7 +11,7 @@ mix; 1: no seen client shares a class). Its accuracy is its own test accuracy at
 novel group's best pooled validation round (the reported novel number); the seen
 clients' pooled test accuracy at their group's best round is the reference line.
 Prints one table row per novel client and Spearman's rank correlation; writes a
-scatter plot ``novel_distance_<method>_<dataset>_<clients>.png``.
+scatter plot ``novel_distance_<run directory's name>.png``.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     rho = spearman([c.distance for c in clients], [c.accuracy for c in clients])
     print(f"seen clients (pooled): {100 * seen_accuracy:.2f} %; Spearman rho(distance, accuracy) = {rho:.2f}")
     args.static.mkdir(parents=True, exist_ok=True)
-    name = f"novel_distance_{cfg.method.name}_{cfg.dataset.name}_{cfg.num_clients}.png"
+    name = f"novel_distance_{args.run_dir.resolve().name}.png"
     title = f"{DATASET_LABELS[cfg.dataset.name]}, {cfg.num_clients} clients: novel clients vs distance (ρ {rho:.2f})"
     print(f"wrote {plot(clients, seen_accuracy, title, args.static / name)}")
 
