@@ -121,6 +121,17 @@ def row_key(cfg: dict[str, Any]) -> str:
     return method["name"]
 
 
+def largest_budget(runs: list[Run]) -> list[Run]:
+    """The runs of one cell that a table shows: those with the most planned rounds, finished
+    ones first; a cell's seeds are pooled only at one scale (the others stay in the settings)."""
+
+    def scale(run: Run) -> tuple[bool, int]:
+        return bool(run.result.get("finished", True)), run.result["config"]["num_rounds"]
+
+    top = max(scale(r) for r in runs)
+    return [r for r in runs if scale(r) == top]
+
+
 def cell_text(runs: list[Run]) -> str:
     """``mean ± std`` in percent, then the scale: rounds (planned), seeds, and whether finished."""
     accs = 100 * np.array([r.result["test_accuracy"] for r in runs])
@@ -147,7 +158,7 @@ def table(runs: list[Run]) -> str:
     header = "| method | " + " | ".join(f"{dataset_label(d)}, {n} clients" for d, n in columns) + " |"
     lines = [header, "|---" * (len(columns) + 1) + "|"]
     for method in methods:
-        row = [cell_text(cells[(method, d, n)]) if (method, d, n) in cells else "–" for d, n in columns]
+        row = [cell_text(largest_budget(cells[(method, d, n)])) if (method, d, n) in cells else "–" for d, n in columns]
         lines.append(f"| {method_label(method)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ def write_run(
             }
         )
     result = {
+        "finished": rounds == planned,
         "config": {
             "method": {"name": method},
             "dataset": {"name": "cifar10"},
@@ -68,6 +69,15 @@ def test_table_pools_seeds_and_states_scale(tmp_path: Path) -> None:
     assert "| pFedHN | CIFAR-10, 2 | 0 | 61 | unrecorded | – | 10 min |" in text
     assert (tmp_path / "table.md").read_text().endswith(text + "\n")
     assert {p.name for p in (tmp_path / "static").iterdir()} == {"curve_cifar10_2.png", "clients_cifar10_2.png"}
+
+
+def test_a_cell_shows_its_largest_finished_scale_only(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs / "short", "pfedhn", 0, 0.70, rounds=31, planned=31)
+    write_run(runs / "long", "pfedhn", 0, 0.90)
+    write_run(runs / "longer_unfinished", "pfedhn", 0, 0.99, rounds=31, planned=5000)
+    text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
+    assert "| pFedHN | 90.00 (61 rounds, 1 seed) |" in text
 
 
 def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
