@@ -177,7 +177,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Keys of the novel-client phase (paper Sec. 5.3): changeable while a run has not begun it,
-# so one seen phase (``novel.rounds=0``) can be continued into several novel phases.
+# so a seen phase alone (``novel.rounds=0``), copied, can be continued into several novel phases.
 NOVEL_PHASE_KEYS = ("novel.rounds", "novel.lr")
 
 
@@ -192,13 +192,17 @@ def check_resumable(cfg: DictConfig, saved: dict[str, Any], at_round: int) -> li
 
     Keys the saved config lacks were added to the package after that run started (e.g.
     ``faults.*``, ``device``): they are returned, for the caller to say so, not refused.
-    ``NOVEL_PHASE_KEYS`` may differ while ``at_round`` precedes the novel phase under both configs.
+    ``NOVEL_PHASE_KEYS`` may differ while ``at_round`` precedes the novel phase under both configs;
+    once a run is in its novel phase, ``num_rounds`` (where that phase began) may not.
     """
     now, then = _flat(OmegaConf.to_container(cfg, resolve=True)), _flat(saved)
     added = sorted(key for key in set(now) - set(then) if not _has_prefix_in(key, then))
     before_novel = at_round <= min(cfg.num_rounds, int(saved["num_rounds"]))
+    fixed = {"num_rounds"} if cfg.novel.clients and not before_novel else set()
     for key in sorted(set(now) | set(then)):
-        if key in added or key.startswith(RESUMABLE_CHANGES) or (before_novel and key in NOVEL_PHASE_KEYS):
+        if key in fixed:
+            pass
+        elif key in added or key.startswith(RESUMABLE_CHANGES) or (before_novel and key in NOVEL_PHASE_KEYS):
             continue
         if now.get(key) != then.get(key):
             raise ConfigError(key, f"is {now.get(key)!r} but the run being resumed used {then.get(key)!r}")

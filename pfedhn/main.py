@@ -47,7 +47,12 @@ def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
     if not path.is_file():
         return False
     saved = json.loads(path.read_text())
-    done = config.total_rounds(saved["config"]) if saved["finished"] else 0  # else: its checkpoint says
+    # rounds done: all if finished, else at least its last evaluation's (its checkpoint may say more)
+    done = (
+        config.total_rounds(saved["config"])
+        if saved["finished"]
+        else max((e["round"] for e in saved["history"]), default=0)
+    )
     config.check_resumable(cfg, saved["config"], at_round=done)
     return bool(saved["finished"]) and done == config.total_rounds(cfg)
 

@@ -58,7 +58,9 @@ def nearest_tv(p: np.ndarray, others: np.ndarray) -> tuple[int, float]:
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (average ranks on ties)."""
+    """Spearman's rank correlation (average ranks on ties); NaN when either side is constant."""
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan")
 
     def ranks(v: list[float]) -> np.ndarray:
         values = np.asarray(v)

@@ -134,9 +134,10 @@ class ClientSide:
     adaptation: Callable[[Any], Adaptation | None] | None = None
 
 
-def is_eval_round(server_round: int, eval_every: int, num_rounds: int) -> bool:
-    """The official schedule: after updates 1, 1 + k, 1 + 2k, ... and after the last."""
-    return (server_round - 1) % eval_every == 0 or server_round == num_rounds
+def is_eval_round(server_round: int, eval_every: int, last_rounds: tuple[int, ...]) -> bool:
+    """The official schedule: after updates 1, 1 + k, 1 + 2k, ... and after each of ``last_rounds``
+    (the run's last round; with novel clients, also the seen phase's)."""
+    return (server_round - 1) % eval_every == 0 or server_round in last_rounds
 
 
 class PersonalizedStrategy(Strategy):
@@ -400,7 +401,7 @@ class PersonalizedStrategy(Strategy):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """On evaluation rounds, every client gets its own model."""
         server_round += self.start_round
-        if not is_eval_round(server_round, self.eval_every, self.num_rounds):
+        if not is_eval_round(server_round, self.eval_every, (self.novel_from - 1, self.num_rounds)):
             return []
         proxies = self._proxies_by_partition(client_manager)
         return [

@@ -122,11 +122,13 @@ def row_key(cfg: dict[str, Any]) -> str:
 
 
 def largest_budget(runs: list[Run]) -> list[Run]:
-    """The runs of one cell that a table shows: those with the most planned rounds, finished
-    ones first; a cell's seeds are pooled only at one scale (the others stay in the settings)."""
+    """The runs of one cell that the table and plots show: finished ones first, then those with
+    the most planned local steps (or rounds, where steps are not counted), then rounds; seeds
+    are pooled only at one scale (the others stay in the settings table)."""
 
-    def scale(run: Run) -> tuple[bool, int]:
-        return bool(run.result.get("finished", True)), run.result["config"]["num_rounds"]
+    def scale(run: Run) -> tuple[bool, int, int]:
+        rounds = run.result["config"]["num_rounds"]
+        return bool(run.result.get("finished", True)), rounds * (steps_per_round(run) or 1), rounds
 
     top = max(scale(r) for r in runs)
     return [r for r in runs if scale(r) == top]
@@ -442,6 +444,7 @@ def main(argv: list[str] | None = None) -> str:
     for run in runs:
         grouped[(run.dataset, run.clients)][run.method].append(run)
     for (dataset, clients), by_method in sorted(grouped.items()):
+        by_method = {method: largest_budget(cell) for method, cell in by_method.items()}
         for path in plot_cell(dataset, clients, by_method, args.static):
             print(f"wrote {path}")
     for run in novel:

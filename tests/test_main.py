@@ -151,7 +151,8 @@ def test_novel_clients_are_reported_apart(data_root: Path, tmp_path: Path) -> No
 def test_one_seen_phase_continues_into_a_novel_phase_as_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
     """novel.rounds=0 trains the seen clients only; resumed with novel.rounds and novel.lr set, the
     run ends as one given those settings from the start. Once in its novel phase, they are fixed."""
-    seen_phase = tiny_overrides(data_root) + ["num_rounds=3", "novel.clients=1", "eval_every=2"]
+    base = tiny_overrides(data_root) + ["novel.clients=1", "eval_every=4"]  # evaluated at 1 and each phase's end
+    seen_phase = [*base, "num_rounds=3"]
     novel_phase = ["novel.rounds=2", "novel.lr=0.05"]
     whole = run_main(seen_phase + novel_phase, tmp_path / "whole")
     first = run_main([*seen_phase, "novel.rounds=0"], tmp_path / "branch")
@@ -164,6 +165,8 @@ def test_one_seen_phase_continues_into_a_novel_phase_as_an_uninterrupted_run(dat
     later = run_main([*seen_phase, "novel.rounds=3", "novel.lr=0.05", f"resume={tmp_path / 'branch'}"], tmp_path / "x")
     assert later.returncode == 2
     assert "config error: novel.rounds: is 3 but the run being resumed used 2" in later.stdout + later.stderr
+    moved = run_main([*base, "num_rounds=4", *novel_phase, f"resume={tmp_path / 'branch'}"], tmp_path / "y")
+    assert "config error: num_rounds: is 4 but the run being resumed used 3" in moved.stdout + moved.stderr
 
 
 def test_a_killed_sweep_relaunched_ends_as_an_uninterrupted_one(data_root: Path, tmp_path: Path) -> None:

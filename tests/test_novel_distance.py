@@ -39,3 +39,7 @@ def test_novel_clients_take_their_accuracy_at_the_novel_groups_best_round() -> N
     found = novel_clients(result, shares)
     assert [(c.client, c.nearest_seen, c.accuracy) for c in found] == [(2, 0, 0.6), (3, 0, 0.7)]
     assert [c.distance for c in found] == pytest.approx([0.2, 0.5])
+
+
+def test_spearman_of_a_constant_is_nan() -> None:
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))

@@ -111,7 +111,8 @@ def test_aggregate_fit_steps_the_hypernetwork(data_root: Path) -> None:
 
 
 def test_eval_schedule_is_the_official_one() -> None:
-    assert [r for r in range(1, 101) if is_eval_round(r, 30, 100)] == [1, 31, 61, 91, 100]
+    assert [r for r in range(1, 101) if is_eval_round(r, 30, (100,))] == [1, 31, 61, 91, 100]
+    assert [r for r in range(1, 101) if is_eval_round(r, 30, (50, 100))] == [1, 31, 50, 61, 91, 100]
 
 
 def test_novel_clients_sit_out_training_then_only_their_embeddings_learn(data_root: Path) -> None:
