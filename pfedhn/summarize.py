@@ -303,12 +303,19 @@ def sizes_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def novel_lr(cfg: dict[str, Any]) -> float:
+    """The novel phase's embedding rate: ``novel.lr``, else the hypernetwork's embedding rate."""
+    server = cfg["method"]["server"]
+    rate = cfg["novel"].get("lr")
+    return rate if rate is not None else (server["embed_lr"] if server.get("embed_lr") is not None else server["lr"])
+
+
 def novel_table(runs: list[Run]) -> str:
     """Seen vs novel clients' test accuracy (each at its group's best validation)."""
     lines = [
-        "| method | dataset, clients (novel) | rounds (+ novel rounds) | seen clients | novel clients | gap "
-        "| versions |",
-        "|---|---|---|---|---|---|---|",
+        "| method | dataset, clients (novel) | rounds (+ novel rounds) | novel-phase embedding lr | seen clients "
+        "| novel clients | gap | versions |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         cfg, groups = run.result["config"], run.result["groups"]
@@ -316,7 +323,8 @@ def novel_table(runs: list[Run]) -> str:
         lines.append(
             f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
             f"{run.clients} ({cfg['novel']['clients']}) | {cfg['num_rounds']} (+ {cfg['novel']['rounds']}) | "
-            f"{seen:.2f} | {novel:.2f} | {seen - novel:.2f} | {versions_label(run.result.get('provenance', []))} |"
+            f"{novel_lr(cfg):g} | {seen:.2f} | {novel:.2f} | {seen - novel:.2f} | "
+            f"{versions_label(run.result.get('provenance', []))} |"
         )
     return "\n".join(lines)
 
@@ -331,11 +339,15 @@ def plot_novel(run: Run, static: Path) -> Path:
     ax.axvline(
         run.result["groups"]["novel"]["rounds"][0] - 0.5, color="grey", linestyle=":", label="hypernetwork frozen"
     )
-    title = f"{dataset_label(run.dataset)}, {run.clients} clients"
-    ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=f"{title}: novel vs seen clients")
+    title = f"{dataset_label(run.dataset)}, {run.clients} clients: novel vs seen clients"
+    ax.set(
+        xlabel="round",
+        ylabel="pooled test accuracy (%)",
+        title=f"{title} (novel-phase lr {novel_lr(run.result['config']):g})",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
-    return _save(fig, static / f"novel_{run.method}_{run.dataset}_{run.clients}.png")
+    return _save(fig, static / f"novel_{run.path.parent.name}.png")  # one per run: runs differ in their phases
 
 
 def steps_per_round(run: Run) -> int | None:

@@ -84,12 +84,12 @@ def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
     history = [{"round": r, "val": 0.5, "test": 0.5} for r in (1, 4, 6)]
     result = {
         "config": {
-            "method": {"name": "pfedhn"},
             "dataset": {"name": "mnist"},
             "num_clients": 5,
             "seed": 0,
             "num_rounds": 4,
-            "novel": {"clients": 1, "rounds": 2},
+            "novel": {"clients": 1, "rounds": 2, "lr": None},
+            "method": {"name": "pfedhn", "server": {"lr": 0.01, "embed_lr": 0.3}},
         },
         "history": [],
         "groups": {
@@ -100,8 +100,8 @@ def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
     (tmp_path / "runs" / "n").mkdir(parents=True)
     (tmp_path / "runs" / "n" / "results.json").write_text(json.dumps(result))
     text = main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
-    assert "| pFedHN | MNIST, 5 (1) | 4 (+ 2) | 90.00 | 80.00 | 10.00 | unrecorded |" in text
-    assert (tmp_path / "s" / "novel_pfedhn_mnist_5.png").is_file()
+    assert "| pFedHN | MNIST, 5 (1) | 4 (+ 2) | 0.3 | 90.00 | 80.00 | 10.00 | unrecorded |" in text
+    assert (tmp_path / "s" / "novel_n.png").is_file()
 
 
 def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> None:
