@@ -131,7 +131,16 @@ def largest_budget(runs: list[Run]) -> list[Run]:
         return bool(run.result.get("finished", True)), rounds * (steps_per_round(run) or 1), rounds
 
     top = max(scale(r) for r in runs)
-    return [r for r in runs if scale(r) == top]
+    shown = [r for r in runs if scale(r) == top]
+    seeds: dict[int, Path] = {}
+    for run in shown:  # pooling a seed twice would count one run as two seeds
+        if run.seed in seeds:
+            raise ValueError(
+                f"{seeds[run.seed]} and {run.path} are one table cell at one scale with the same seed "
+                f"({run.seed}); keep one of them out of the directories summarized"
+            )
+        seeds[run.seed] = run.path
+    return shown
 
 
 def cell_text(runs: list[Run]) -> str:
@@ -468,4 +477,7 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # runs that cannot be tabled as given: one line, not a traceback
+        raise SystemExit(f"summarize: {error}") from None

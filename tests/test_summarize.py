@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pfedhn.summarize import main
 
 
@@ -78,6 +80,14 @@ def test_a_cell_shows_its_largest_finished_scale_only(tmp_path: Path) -> None:
     write_run(runs / "longer_unfinished", "pfedhn", 0, 0.99, rounds=31, planned=5000)
     text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
     assert "| pFedHN | 90.00 (61 rounds, 1 seed) |" in text
+
+
+def test_a_seed_twice_in_one_cell_is_refused(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs / "a", "pfedhn", 0, 0.70)
+    write_run(runs / "b", "pfedhn", 0, 0.90)
+    with pytest.raises(ValueError, match="same seed"):
+        main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
 
 
 def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
