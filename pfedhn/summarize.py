@@ -289,7 +289,7 @@ def plot_alpha(run: Run, layer: str, static: Path) -> Path:
         f"on class-sharing clients {share:.3f}, on the others {none:.3f}",
         fontsize=9,
     )
-    return _save(fig, static / f"alpha_{run.method}_{run.dataset}_{run.clients}_{layer}.png")
+    return _save(fig, static / f"alpha_{run.path.parent.name}_{layer}.png")  # one per run
 
 
 def sizes_table(runs: list[Run]) -> str:

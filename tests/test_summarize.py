@@ -128,7 +128,7 @@ def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> No
     text = main([str(runs), "--table", str(tmp_path / "t.md"), "--static", str(static)])
     # itself: (0.5 + 0.4 + 0.8) / 3; sharing: 0.3 and 0.4; the others: 0.2, 0.2, 0.1, 0.1
     assert "| pFedLA | CIFAR-10, 3 | 61 | fc1 | 0.567 | 0.350 | 0.150 |" in text
-    assert (static / "alpha_pfedla_cifar10_3_fc1.png").is_file()
+    assert (static / "alpha_la_fc1.png").is_file()
 
 
 def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> None:
