@@ -200,9 +200,8 @@ def check_resumable(cfg: DictConfig, saved: dict[str, Any], at_round: int) -> li
     before_novel = at_round <= min(cfg.num_rounds, int(saved["num_rounds"]))
     fixed = {"num_rounds"} if cfg.novel.clients and not before_novel else set()
     for key in sorted(set(now) | set(then)):
-        if key in fixed:
-            pass
-        elif key in added or key.startswith(RESUMABLE_CHANGES) or (before_novel and key in NOVEL_PHASE_KEYS):
+        may_differ = key in added or key.startswith(RESUMABLE_CHANGES) or (before_novel and key in NOVEL_PHASE_KEYS)
+        if may_differ and key not in fixed:
             continue
         if now.get(key) != then.get(key):
             raise ConfigError(key, f"is {now.get(key)!r} but the run being resumed used {then.get(key)!r}")
