@@ -20,6 +20,7 @@ from pfedhn.errors import ConfigError
 from pfedhn.faults import FaultPolicy
 from pfedhn.model import ModelSpec
 from pfedhn.train import Normalization
+from pfedhn.utils import flatten
 
 
 def positive_int(value: Any) -> bool:
@@ -170,12 +171,6 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: tree}
-
-
 # Keys of the novel-client phase (paper Sec. 5.3): changeable while a run has not begun it,
 # so a seen phase alone (``novel.rounds=0``), copied, can be continued into several novel phases.
 NOVEL_PHASE_KEYS = ("novel.rounds", "novel.lr")
@@ -195,7 +190,7 @@ def check_resumable(cfg: DictConfig, saved: dict[str, Any], at_round: int) -> li
     ``NOVEL_PHASE_KEYS`` may differ while ``at_round`` precedes the novel phase under both configs;
     once a run is in its novel phase, ``num_rounds`` (where that phase began) may not.
     """
-    now, then = _flat(OmegaConf.to_container(cfg, resolve=True)), _flat(saved)
+    now, then = flatten(OmegaConf.to_container(cfg, resolve=True)), flatten(saved)
     added = sorted(key for key in set(now) - set(then) if not _has_prefix_in(key, then))
     before_novel = at_round <= min(cfg.num_rounds, int(saved["num_rounds"]))
     fixed = {"num_rounds"} if cfg.novel.clients and not before_novel else set()

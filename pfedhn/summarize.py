@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pfedhn.provenance import versions_label  # noqa: E402
+from pfedhn.utils import flatten  # noqa: E402
 
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 DEFAULT_CLASSES = {"mnist": 2, "cifar10": 2, "cifar100": 10}  # classes per client of conf/dataset/
@@ -165,7 +166,7 @@ def table(runs: list[Run]) -> str:
     for run in runs:
         cells[(run.method, run.dataset, run.clients)].append(run)
     columns = sorted({(d, n) for _, d, n in cells}, key=lambda c: (_dataset_order(c[0]), c[1]))
-    methods = sorted({m for m, _, _ in cells}, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)
+    methods = sorted({m for m, _, _ in cells}, key=_row_order)
     header = "| method | " + " | ".join(f"{dataset_label(d)}, {n} clients" for d, n in columns) + " |"
     lines = [header, "|---" * (len(columns) + 1) + "|"]
     for method in methods:
@@ -191,26 +192,17 @@ def settings_table(runs: list[Run]) -> str:
         per_round = steps_per_round(run)
         total = "" if per_round is None else f" = {cfg['num_rounds'] * per_round:,}"
         own = {k: v for k, v in cfg["method"].items() if k not in ("name", "strategy")}
+        own_text = ", ".join(f"{key}={value}" for key, value in flatten(own).items()) or "–"
         line = (
             f"| {method_label(run.method)} | {dataset_label(run.dataset)}, {run.clients} "
             f"| {cfg['num_rounds']} × {cfg.get('clients_per_round', 1)} × {work}{total} "
             f"| {client.get('batch_size')}, ({client.get('lr')}, {client.get('momentum')}, "
-            f"{client.get('weight_decay')}) | {cfg.get('eval_every')} | {_flat_settings(own)} |"
+            f"{client.get('weight_decay')}) | {cfg.get('eval_every')} | {own_text} |"
         )
         if line not in seen:  # seeds of one cell share their settings
             seen.add(line)
             lines.append(line)
     return "\n".join(lines)
-
-
-def _flat_settings(tree: dict[str, Any], prefix: str = "") -> str:
-    parts = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            parts.append(_flat_settings(value, f"{prefix}{key}."))
-        else:
-            parts.append(f"{prefix}{key}={value}")
-    return ", ".join(p for p in parts if p) or "–"
 
 
 def _row_order(method: str) -> int:
