@@ -374,24 +374,28 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
     """Accuracy curves (against total local steps, or rounds when a run counts epochs) and
     per-client accuracy of one (dataset, clients) cell."""
     name = f"{dataset}_{clients}"
-    order = sorted(by_method, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)
+    order = sorted(by_method, key=_row_order)
     colors = {m: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, m in enumerate(order)}  # dark first
     title = f"{dataset_label(dataset)}, {clients} clients"
     per_round = {m: [steps_per_round(r) for r in runs] for m, runs in by_method.items()}
     in_steps = all(None not in counts and len(set(counts)) == 1 for counts in per_round.values())
 
-    fig, ax = plt.subplots(figsize=(8, 4.6))
-    for method in order:
-        runs = by_method[method]
-        scale = per_round[method][0] if in_steps else 1
-        label = method_label(method)
-        _band(ax, runs, "test", "-", f"{label} ({_seeds(len(runs))})", colors[method], scale)
-        _band(ax, runs, "val", "--", "_nolegend_", colors[method], scale)
-    x_label = "local SGD steps, all clients" if in_steps else "round"
-    ax.set(xlabel=x_label, ylabel="pooled accuracy (%)", title=f"{title}: test (solid), validation (dashed)")
+    fig, (ax, top) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
+    for axis in (ax, top):
+        for method in order:
+            runs = by_method[method]
+            scale = per_round[method][0] if in_steps else 1
+            label = method_label(method)
+            _band(axis, runs, "test", "-", f"{label} ({_seeds(len(runs))})", colors[method], scale)
+            _band(axis, runs, "val", "--", "_nolegend_", colors[method], scale)
+        axis.set(xlabel="local SGD steps, all clients" if in_steps else "round")
+        axis.grid(alpha=0.3)
+    ax.set(ylabel="pooled accuracy (%)", title=f"{title}: test (solid), validation (dashed)")
     ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    highest_best = max(100 * run.result["test_accuracy"] for runs in by_method.values() for run in runs)
+    top.set_ylim(max(0, highest_best - 5), min(100, highest_best + 1))
+    top.set_title("within 5 points of the best", fontsize=10)
+    top.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     curve = _save(fig, static / f"curve_{name}.png")
 
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * len(order)))
