@@ -392,8 +392,12 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
         axis.grid(alpha=0.3)
     ax.set(ylabel="pooled accuracy (%)", title=f"{title}: test (solid), validation (dashed)")
     ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
-    highest_best = max(100 * run.result["test_accuracy"] for runs in by_method.values() for run in runs)
-    top.set_ylim(max(0, highest_best - 5), min(100, highest_best + 1))
+    shown = [run for runs in by_method.values() for run in runs]
+    highest_best = max(100 * run.result["test_accuracy"] for run in shown)
+    highest = max(
+        100 * e[split]["accuracy"] for run in shown for e in run.result["history"] for split in ("val", "test")
+    )
+    top.set_ylim(max(0, highest_best - 5), min(100, highest + 0.3))
     top.set_title("within 5 points of the best", fontsize=10)
     top.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     curve = _save(fig, static / f"curve_{name}.png")
