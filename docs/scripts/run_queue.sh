@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One worker of a queue of runs that outlives sessions (how results/runs/ was filled).
+#
+#   nohup docs/scripts/run_queue.sh JOBS RUNS_DIR >> RUNS_DIR/worker-A.log 2>&1 &
+#
+# JOBS: one run a line, "<name> <hydra overrides of pfedhn.main ...>" ('#' starts a comment).
+# Start one worker per core: each takes the first job that is neither finished nor held by
+# another worker (a flock on RUNS_DIR/<name>.lock, released when its worker dies), runs it
+# with one torch thread in RUNS_DIR/<name> (the same command there resumes from the run's
+# checkpoint), and goes on until no job is left. The file is read again after every job, so
+# jobs can be added while workers run. A file RUNS_DIR/PAUSE makes workers wait between jobs.
+set -uo pipefail
+set -f  # overrides such as model.sizes=[8,16,32] are no globs
+jobs_file=$1
+runs_dir=$2
+python=${PYTHON:-python}
+mkdir -p "$runs_dir"
+
+finished() { grep -qs '"finished": true' "$runs_dir/$1/results.json"; }
+
+next_job() {
+    local name overrides
+    while read -r name overrides; do
+        [[ -z $name || $name == \#* ]] && continue
+        finished "$name" && continue
+        # free now (the caller takes the lock for the job's duration; a lost race skips it)
+        if flock -n "$runs_dir/$name.lock" true; then
+            echo "$name $overrides"
+            return 0
+        fi
+    done < "$jobs_file"
+    return 1
+}
+
+while true; do
+    while [[ -e $runs_dir/PAUSE ]]; do sleep 30; done
+    job=$(next_job) || { echo "$(date -Is) no job left"; exit 0; }
+    read -r name overrides <<< "$job"
+    exec {held}>"$runs_dir/$name.lock" && flock -n "$held" || continue
+    echo "$(date -Is) start $name: $overrides"
+    # shellcheck disable=SC2086  # overrides are words on purpose
+    OMP_NUM_THREADS=1 "$python" -m pfedhn.main $overrides simulation.threads=1 \
+        hydra.run.dir="$runs_dir/$name" > "$runs_dir/$name.log" 2>&1
+    echo "$(date -Is) exit $? $name"
+    exec {held}>&-
+done
