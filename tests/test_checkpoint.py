@@ -56,6 +56,7 @@ def run_main(args: list[str], run_dir: Path) -> str:
     ("method", "stored"),
     [
         ("pfedhn_pc", 4),  # heads and their momentum
+        ("pfedla", 0),  # every client's model and hypernetwork live on the server
         ("heurpfedla", 2),  # a local layer
         ("local", 10),  # the whole model
         ("fedavg", 0),
