@@ -136,6 +136,7 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         if not ok(value):
             raise ConfigError(key, f"must be {expected}, got {value!r}")
+    check_method_keys(cfg, checks)
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
     if cfg.novel.clients:
@@ -154,6 +155,21 @@ def validate(cfg: DictConfig) -> None:
     for key in ("dataset.mean", "dataset.std"):
         if len(OmegaConf.select(cfg, key)) != cfg.dataset.in_channels:
             raise ConfigError(key, f"needs one value per channel ({cfg.dataset.in_channels})")
+
+
+def check_method_keys(cfg: DictConfig, checks: Checks) -> None:
+    """Raise ``ConfigError`` on a ``method.`` key the method does not read.
+
+    A method reads ``method.name``, ``method.strategy`` and the ``method.`` keys of its
+    checks; anything else under ``method`` is left over from another method's group or a
+    preset (e.g. ``+experiment=pfedla_cifar10 method=local`` keeps pFedLA's server lr)
+    and would be recorded in results.json as if it had been used.
+    """
+    read = {"method.name", "method.strategy"} | {key for key in checks if key.startswith("method.")}
+    for key in flatten(OmegaConf.to_container(cfg.method), "method."):
+        if key not in read:
+            group = ".".join(key.split(".")[:2])  # method.server for method.server.lr
+            raise ConfigError(key, f"method {cfg.method.name} does not read it; drop it (~{group}) or choose another method")
 
 
 # Keys a resumed run may change: they do not affect any number it produces.

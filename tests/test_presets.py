@@ -38,3 +38,13 @@ def test_table1_presets_sweep_the_papers_grid_at_its_protocol(preset: str, grid:
         cfg = hydra_compose(config_name="config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == {**grid, "seed": "42,1,2"}
     assert (cfg.num_rounds, cfg.clients_per_round, cfg.client.inner_steps) == (5000, 1, 50)
+
+
+@pytest.mark.parametrize("method", ["local", "fedavg", "pfedme"])
+def test_a_preset_key_the_method_does_not_read_is_refused_by_name(method: str) -> None:
+    from pfedhn.errors import ConfigError
+
+    cfg = config.compose(["+experiment=pfedla_cifar10", f"method={method}"])
+    with pytest.raises(ConfigError, match=rf"method.server.lr: method {method} does not read it; drop it \(~method.server\)"):
+        config.validate(cfg)
+    config.validate(config.compose(["+experiment=pfedla_cifar10", f"method={method}", "~method.server"]))
