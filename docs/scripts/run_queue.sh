@@ -9,6 +9,8 @@
 # with one torch thread in RUNS_DIR/<name> (the same command there resumes from the run's
 # checkpoint), and goes on until no job is left. The file is read again after every job, so
 # jobs can be added while workers run. A file RUNS_DIR/PAUSE makes workers wait between jobs.
+# Run it from a checkout kept for the workers (git worktree add --detach): edits elsewhere then
+# leave their code, and the commit their results.json records, as they were.
 set -uo pipefail
 set -f  # overrides such as model.sizes=[8,16,32] are no globs
 jobs_file=$1
