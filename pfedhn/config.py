@@ -92,34 +92,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
 }
 
-Checks = dict[str, tuple[Callable[[Any], bool], str]]
-
-PFEDHN_CHECKS: Checks = {
-    "hypernetwork.hidden_dim": (positive_int, "a positive integer"),
-    "hypernetwork.n_hidden": (non_negative_int, "a non-negative integer"),
-    "hypernetwork.embed_dim": (lambda v: v is None or positive_int(v), "null (auto) or a positive integer"),
-    "method.server.lr": (positive, "a positive number"),
-    "method.server.embed_lr": (lambda v: v is None or positive(v), "null (= lr) or a positive number"),
-    "method.server.momentum": (non_negative, "a non-negative number"),
-    "method.server.weight_decay": (non_negative, "a non-negative number"),
-    "method.server.grad_clip": (positive, "a positive number"),
-    "method.personal_head": (lambda v: isinstance(v, bool), "true or false"),
-}
-
-HEAD_CHECKS: Checks = {
-    "method.head.lr": (positive, "a positive number"),
-    "method.head.momentum": (non_negative, "a non-negative number"),
-    "method.head.weight_decay": (non_negative, "a non-negative number"),
-}
-
-PFEDLA_CHECKS: Checks = {
-    "method.local_layers": (non_negative_int, "a non-negative integer (HeurpFedLA's K; 0: pFedLA)"),
-    "method.hypernetwork.embed_dim": (positive_int, "a positive integer"),
-    "method.hypernetwork.hidden_dim": (positive_int, "a positive integer"),
-    "method.hypernetwork.n_hidden": (non_negative_int, "a non-negative integer"),
-    "method.server.lr": (positive, "a positive number"),
-    "method.server.momentum": (non_negative, "a non-negative number"),
-}
+Checks = dict[str, tuple[Callable[[Any], bool], str]]  # key -> (test of its value, what it must be)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -139,6 +112,10 @@ def validate(cfg: DictConfig) -> None:
     check_method_keys(cfg, checks)
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
+    if cfg.novel.clients and not method.novel_phase:
+        raise ConfigError(
+            "novel.clients", f"method {cfg.method.name} has no novel-client phase (it would train everything in it)"
+        )
     if cfg.novel.clients:
         if not cfg.clients_per_round <= cfg.novel.clients <= cfg.num_clients - cfg.clients_per_round:
             raise ConfigError(
@@ -169,10 +146,14 @@ def check_method_keys(cfg: DictConfig, checks: Checks) -> None:
     for key in flatten(OmegaConf.to_container(cfg.method), "method."):
         if key not in read:
             group = ".".join(key.split(".")[:2])  # method.server for method.server.lr
-            raise ConfigError(key, f"method {cfg.method.name} does not read it; drop it (~{group}) or choose another method")
+            raise ConfigError(
+                key, f"method {cfg.method.name} does not read it; drop it (~{group}) or choose another method"
+            )
 
 
-# Keys a resumed run may change: they do not affect any number it produces.
+# Keys a resumed run may change: they change no setting of the algorithm. ``simulation.threads``
+# changes how float sums round (the run drifts from there); ``dataset.root`` is checked to give
+# the clients the same samples (the run's data fingerprint).
 RESUMABLE_CHANGES = (
     "num_rounds",
     "resume",

@@ -16,6 +16,7 @@ The same assignment and proportions apply to train, validation and test.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,17 @@ class FederatedData:
     def client_classes(self) -> list[list[int]]:
         """Each client's classes, sorted."""
         return [sorted(int(c) for c in classes) for classes in self.assignment.classes]
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of every client's sample indices and their labels, split by split:
+        equal for two loads that give every client the same samples, whatever the root."""
+        digest = hashlib.sha256()
+        for split in sorted(self.client_indices):
+            for index in self.client_indices[split]:
+                digest.update(np.int64(len(index)).tobytes())
+                digest.update(index.numpy().astype(np.int64).tobytes())
+                digest.update(self.splits[split].labels[index].numpy().astype(np.int64).tobytes())
+        return digest.hexdigest()
 
     def client_split(self, client: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` of one client's split: uint8 (n, C, H, W) and int64 (n,)."""

@@ -1,4 +1,5 @@
-"""pFedHN's hypernetwork and its update from a client's returned delta."""
+"""The hypernetworks: pFedHN's (client embedding → target weights) with its update from a
+returned delta, and pFedLA's per-client `LayerWeights` (embedding → layer-wise aggregation weights)."""
 
 from __future__ import annotations
 

@@ -57,6 +57,18 @@ def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
     return bool(saved["finished"]) and done == config.total_rounds(cfg)
 
 
+def check_same_data(checkpoint: Checkpoint, fingerprint: str | None, root: str) -> None:
+    """Refuse to resume on data that gives the clients other samples (another copy of the
+    dataset under ``dataset.root``); checkpoints from before fingerprints pass."""
+    saved = checkpoint.history.get("data_fingerprint")
+    if saved is not None and saved != fingerprint:
+        raise ConfigError(
+            "dataset.root",
+            f"the data in {root} gives the clients other samples than the run being resumed had "
+            "(another copy of the dataset?); resume with the data it used",
+        )
+
+
 def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHistory | None:
     """Run the experiment of a composed config; return its history (also in ``results.json``).
 
@@ -95,7 +107,13 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
 
     # no attribute named `classes` in this module: joblib's cloudpickle, pickling it by value
     # for a worker, would take the name for the submodule torch.classes, which cannot be pickled
-    history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True), client_classes=data.client_classes())
+    history = RunHistory(
+        config=OmegaConf.to_container(cfg, resolve=True),
+        client_classes=data.client_classes(),
+        data_fingerprint=data.fingerprint(),
+    )
+    if checkpoint is not None:
+        check_same_data(checkpoint, history.data_fingerprint, cfg.dataset.root)
     results_path = output_dir / "results.json"
     strategy = build_strategy(
         cfg,

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from pfedhn import config  # noqa: E402
 from pfedhn.dataset import load_federated  # noqa: E402
+from pfedhn.results import evaluation_at  # noqa: E402
 from pfedhn.summarize import DATASET_LABELS  # noqa: E402
 
 
@@ -78,7 +79,7 @@ def spearman(x: list[float], y: list[float]) -> float:
 def group_client_accuracy(result: dict[str, Any], group: str) -> dict[int, float]:
     """Each client of ``group``: its test accuracy at the group's best-validation round."""
     report = result["groups"][group]
-    best = next(e for e in result["history"] if e["round"] == report["best_val_round"])
+    best = evaluation_at(result, report["best_val_round"])
     return {c: best["test"]["client_accuracy"][c] for c in report["clients"]}
 
 

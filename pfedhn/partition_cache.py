@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pfedhn.dataset import DataSettings, FederatedData, load_federated
+from pfedhn.dataset import SPLITS, DataSettings, FederatedData, load_federated
 
 log = logging.getLogger("pfedhn")
 CACHE_VERSION = 1  # bump when the partitioner's output changes
-SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,11 @@ class Evaluation:
     test: SplitMetrics
 
 
+def evaluation_at(result: dict[str, Any], server_round: int) -> dict[str, Any]:
+    """The evaluation of ``server_round`` in a ``results.json`` (dict) ``result``'s history."""
+    return next(e for e in result["history"] if e["round"] == server_round)
+
+
 @dataclass
 class RunHistory:
     """Evaluations, traffic and timing of a run; writes them to ``results.json``."""
@@ -99,6 +105,7 @@ class RunHistory:
     eval_wall_times: list[float | None] = field(default_factory=list)  # run's wall time (s) at each evaluation
     provenance: list[dict[str, Any]] = field(default_factory=list)  # one ``provenance.record`` per process
     client_classes: list[list[int]] = field(default_factory=list)  # the classes of each client's training data
+    data_fingerprint: str | None = None  # ``FederatedData.fingerprint()``: the same clients' samples, the same value
     method_report: dict[str, Any] = field(default_factory=dict)  # the method's own state worth reading (pFedLA: α)
     failures: list[dict[str, Any]] = field(default_factory=list)  # failed clients per round (``pfedhn.faults``)
     message_timings: list[dict[str, Any]] = field(default_factory=list)  # ``flwr run``: each message's time split
@@ -129,6 +136,7 @@ class RunHistory:
             "bytes_received": self.bytes_received,
             "provenance": self.provenance,
             "client_classes": self.client_classes,
+            "data_fingerprint": self.data_fingerprint,
             "method_report": self.method_report,
             "failures": self.failures,
             "message_timings": self.message_timings,
@@ -147,6 +155,7 @@ class RunHistory:
             "eval_wall_times": self.eval_wall_times,
             "provenance": self.provenance,
             "failures": self.failures,
+            "data_fingerprint": self.data_fingerprint,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -161,6 +170,13 @@ class RunHistory:
         self.eval_wall_times = list(state.get("eval_wall_times", [None] * len(self.evaluations)))
         self.provenance = list(state.get("provenance", []))
         self.failures[:] = state.get("failures", [])  # in place: the strategy's FailureLog holds this list
+
+    def keep_evaluations(self, on_schedule: Callable[[int], bool]) -> None:
+        """Drop the evaluations whose round is not ``on_schedule`` (a finished run extended
+        to more rounds keeps none an uninterrupted run would not have made)."""
+        kept = [i for i, e in enumerate(self.evaluations) if on_schedule(e.round)]
+        self.evaluations = [self.evaluations[i] for i in kept]
+        self.eval_wall_times = [self.eval_wall_times[i] for i in kept]
 
     def write(self, path: Path, finished: bool = False) -> None:
         """Write ``results.json`` atomically (a reader never sees half a file)."""

@@ -310,10 +310,14 @@ class PersonalizedStrategy(Strategy):
         self.load_server_state(checkpoint.server)
         self._sampler.bit_generator.state = checkpoint.sampler
         self.history.load_state(checkpoint.history)
+        self.history.keep_evaluations(self._is_eval_round)  # the last round of a run now extended is not
         self.failures = FailureLog(self.faults, records=self.history.failures)
         self.failures.resume(checkpoint.round)
         self._restore = dict(checkpoint.clients)
         self._holding = {client for client, store in checkpoint.clients.items() if store}
+
+    def _is_eval_round(self, server_round: int) -> bool:
+        return is_eval_round(server_round, self.eval_every, (self.novel_from - 1, self.num_rounds))
 
     def _maybe_checkpoint(self, done_round: int) -> None:
         if self.checkpoint_path is None or done_round <= self.start_round:
@@ -401,7 +405,7 @@ class PersonalizedStrategy(Strategy):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """On evaluation rounds, every client gets its own model."""
         server_round += self.start_round
-        if not is_eval_round(server_round, self.eval_every, (self.novel_from - 1, self.num_rounds)):
+        if not self._is_eval_round(server_round):
             return []
         proxies = self._proxies_by_partition(client_manager)
         return [
@@ -473,10 +477,12 @@ class PersonalizedStrategy(Strategy):
         return self._bar
 
     def instruction(self, client: int, server_round: int, training: bool) -> tuple[Parameters, dict[str, Scalar]]:
-        """``message`` as Flower sends it; its bytes are counted."""
+        """``message`` as Flower sends it; the bytes of its ``ClientModel`` arrays are counted
+        (not a resume's ``RESTORE``: they and the checkpoint's collection of them are no traffic
+        of the method, and an uninterrupted run has neither)."""
         arrays, config = self.message(client, server_round, training)
         parameters = ndarrays_to_parameters(arrays)
-        self.history.bytes_sent += _num_bytes(parameters)
+        self.history.bytes_sent += _num_bytes(parameters, first=len(split_names(config[SENT])))
         return parameters, config
 
     def _end_if_last(self, server_round: int) -> None:
@@ -614,8 +620,9 @@ def call_here(call: Callable[[], Any]) -> Any:
     return call()
 
 
-def _num_bytes(parameters: Parameters) -> int:
-    return sum(len(t) for t in parameters.tensors)
+def _num_bytes(parameters: Parameters, first: int | None = None) -> int:
+    """The bytes of ``parameters``' tensors (of its ``first`` ones only, if given)."""
+    return sum(len(t) for t in parameters.tensors[:first])
 
 
 def _failure_reason(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:

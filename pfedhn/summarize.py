@@ -13,6 +13,7 @@ best round.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from pfedhn.provenance import versions_label  # noqa: E402
+from pfedhn.results import SplitMetrics, evaluation_at  # noqa: E402
 from pfedhn.utils import flatten  # noqa: E402
 
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-DEFAULT_CLASSES = {"mnist": 2, "cifar10": 2, "cifar100": 10}  # classes per client of conf/dataset/
+DATASET_CONF = Path(__file__).resolve().parent.parent / "conf" / "dataset"  # one <name>.yaml per dataset
 METHOD_LABELS = {  # rows in this order
     "local": "Local",
     "fedavg": "FedAvg",
@@ -85,7 +88,14 @@ def dataset_key(dataset: dict[str, Any]) -> str:
     """A run's table column: its dataset, split apart when its clients hold another number of
     classes than the dataset's default (pFedLA's presets: 4 on CIFAR-10), e.g. ``cifar10_c4``."""
     name, classes = dataset["name"], dataset.get("classes_per_client")
-    return name if classes in (None, DEFAULT_CLASSES.get(name)) else f"{name}_c{classes}"
+    return name if classes in (None, default_classes(name)) else f"{name}_c{classes}"
+
+
+@functools.cache
+def default_classes(name: str) -> int | None:
+    """``dataset.classes_per_client`` of ``conf/dataset/<name>.yaml`` (None without one)."""
+    path = DATASET_CONF / f"{name}.yaml"
+    return OmegaConf.load(path).dataset.classes_per_client if path.is_file() else None
 
 
 def dataset_label(key: str) -> str:
@@ -113,8 +123,8 @@ def row_key(cfg: dict[str, Any]) -> str:
     sizes = cfg.get("model", {}).get("sizes")
     if sizes:
         return f"{method['name']}_sizes_{'_'.join(str(k) for k in sizes)}"
-    if method.get("local_layers"):
-        return f"{method['name']}_k{method['local_layers']}"
+    if method.get("local_layers"):  # HeurpFedLA's K, also when set as method=pfedla method.local_layers=K
+        return f"heurpfedla_k{method['local_layers']}"
     if method.get("finetune_steps"):
         return f"{method['name']}_ft"
     if method.get("variant", "fo") != "fo":
@@ -291,12 +301,10 @@ def sizes_table(runs: list[Run]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for run in runs:
-        best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
-        test = best["test"]
+        test = SplitMetrics(**evaluation_at(run.result, run.result["best_val_round"])["test"])
         for name, group in run.result["groups"].items():
             clients = group["clients"]
-            correct = sum(round(test["client_accuracy"][c] * test["client_count"][c]) for c in clients)
-            accuracy = 100 * correct / sum(test["client_count"][c] for c in clients)
+            accuracy = 100 * test.pooled_accuracy(clients)
             lines.append(
                 f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
                 f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} |"
@@ -361,9 +369,17 @@ def steps_per_round(run: Run) -> int | None:
     return cfg.get("clients_per_round", 1) * client["inner_steps"]
 
 
+def accuracy_at_shared_rounds(runs: list[Run], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rounds every run evaluated, (runs, rounds) pooled ``split`` accuracy in % there):
+    seeds are matched by round, so a run with an evaluation more or less shifts nothing."""
+    by_round = [{e["round"]: e[split]["accuracy"] for e in r.result["history"]} for r in runs]
+    rounds = np.array(sorted(set.intersection(*(set(accuracy) for accuracy in by_round))))
+    return rounds, np.array([[accuracy[t] for t in rounds] for accuracy in by_round]) * 100
+
+
 def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, color: str, per_round: int) -> None:
-    rounds = min((np.array([e["round"] for e in r.result["history"]]) for r in runs), key=len)
-    values = np.array([[e[split]["accuracy"] for e in r.result["history"][: len(rounds)]] for r in runs]) * 100
+    """Mean (± std over runs) pooled ``split`` accuracy against rounds × ``per_round``."""
+    rounds, values = accuracy_at_shared_rounds(runs, split)
     mean = values.mean(0)
     ax.plot(rounds * per_round, mean, style, color=color, label=label, linewidth=1.2)
     if len(runs) > 1:
@@ -407,8 +423,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
     for method in order:
         runs, at_best = by_method[method], []
         for run in runs:
-            best = next(e for e in run.result["history"] if e["round"] == run.result["best_val_round"])
-            at_best += best["test"]["client_accuracy"]
+            at_best += evaluation_at(run.result, run.result["best_val_round"])["test"]["client_accuracy"]
         data.append(100 * np.array(at_best))
         labels.append(f"{method_label(method)}\n({len(at_best) // len(runs)} clients, {_seeds(len(runs))})")
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)

@@ -15,7 +15,7 @@ import torch
 from pfedhn import main as pfedhn_main
 from pfedhn.checkpoint import Checkpoint
 from pfedhn.config import compose
-from tests.conftest import ROOT, run_pfedhn, tiny_overrides
+from tests.conftest import ROOT, run_pfedhn, tiny_overrides, write_mnist
 
 
 def test_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path) -> None:
@@ -87,6 +87,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     assert [e["round"] for e in parts["history"]] == [1, 4, 6]
     assert parts["history"] == whole["history"]
     assert parts["test_accuracy"] == whole["test_accuracy"] and parts["finished"]
+    # the stores sent back after the resume are no traffic of the method
+    assert (parts["bytes_sent"], parts["bytes_received"]) == (whole["bytes_sent"], whole["bytes_received"])
     a, b = (Checkpoint.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "parts"))
     assert a.round == b.round == 6
     assert_identical(a.server, b.server)  # models, hypernetworks, optimizer state, ...
@@ -94,6 +96,21 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     for client, store in a.clients.items():
         assert store.keys() == b.clients[client].keys() and len(store) in (0, stored)
         assert all(np.array_equal(array, b.clients[client][name]) for name, array in store.items())
+
+
+def test_a_finished_run_extended_keeps_only_the_evaluations_of_the_longer_schedule(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """Round 5 ends the short run, so it is evaluated; the 6-round schedule (every 3, and the
+    last) has no round 5, and the extended run must not keep it (it could win best validation)."""
+    args = tiny_overrides(data_root) + ["method=pfedhn", "eval_every=3"]
+    pfedhn_main.run(compose(args + ["num_rounds=6"]), tmp_path / "whole")
+    pfedhn_main.run(compose(args + ["num_rounds=5"]), tmp_path / "parts")
+    assert [e["round"] for e in json.loads((tmp_path / "parts" / "results.json").read_text())["history"]] == [1, 4, 5]
+    pfedhn_main.run(compose(args + ["num_rounds=6", f"resume={tmp_path / 'parts'}"]), tmp_path / "ignored")
+    whole, parts = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "parts"))
+    assert [e["round"] for e in parts["history"]] == [1, 4, 6]
+    assert parts["history"] == whole["history"] and len(parts["eval_wall_time_s"]) == 3
 
 
 def assert_identical(a: object, b: object, where: str = "") -> None:
@@ -166,6 +183,22 @@ def test_an_unreadable_checkpoint_stops_with_one_line_naming_it(finished_run, tm
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and f"{path} is not a readable checkpoint" in errors[0], done.stderr[-2000:]
+
+
+def test_resuming_on_another_copy_of_the_data_is_refused_naming_dataset_root(
+    finished_run, data_root: Path, tmp_path: Path
+) -> None:
+    from pfedhn.errors import ConfigError
+
+    args, source = finished_run
+    shutil.copytree(source, tmp_path / "run")
+    shutil.copytree(data_root, tmp_path / "moved")  # the same files elsewhere: the same samples
+    write_mnist(tmp_path / "other", seed=1)  # another copy: the clients would get other samples
+    resume = [*args, "num_rounds=6", f"resume={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match=r"dataset.root: the data in .*other gives the clients other samples"):
+        pfedhn_main.run(compose([*resume, f"dataset.root={tmp_path / 'other'}"]), tmp_path / "ignored")
+    pfedhn_main.run(compose([*resume, f"dataset.root={tmp_path / 'moved'}"]), tmp_path / "ignored")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["finished"]
 
 
 def test_a_run_from_before_a_key_existed_resumes_and_is_told_which_keys_are_new(data_root: Path) -> None:

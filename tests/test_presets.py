@@ -45,6 +45,16 @@ def test_a_preset_key_the_method_does_not_read_is_refused_by_name(method: str) -
     from pfedhn.errors import ConfigError
 
     cfg = config.compose(["+experiment=pfedla_cifar10", f"method={method}"])
-    with pytest.raises(ConfigError, match=rf"method.server.lr: method {method} does not read it; drop it \(~method.server\)"):
+    refused = rf"method.server.lr: method {method} does not read it; drop it \(~method.server\)"
+    with pytest.raises(ConfigError, match=refused):
         config.validate(cfg)
     config.validate(config.compose(["+experiment=pfedla_cifar10", f"method={method}", "~method.server"]))
+
+
+@pytest.mark.parametrize("method", ["pfedla", "fedper", "local"])
+def test_novel_clients_are_refused_by_methods_without_a_novel_phase(method: str) -> None:
+    from pfedhn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"novel.clients: method {method} has no novel-client phase"):
+        config.validate(config.compose([f"method={method}", "novel.clients=10", "novel.rounds=5"]))
+    config.validate(config.compose(["method=pfedhn", "novel.clients=10", "novel.rounds=5"]))

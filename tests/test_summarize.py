@@ -168,3 +168,26 @@ def test_a_split_with_other_classes_per_client_gets_its_own_column(tmp_path: Pat
     text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
     assert "| method | CIFAR-10, 2 clients | CIFAR-10 (4 classes per client), 2 clients |" in text
     assert "| pFedLA | – | 70.00 (61 rounds, 1 seed) |" in text
+
+
+def test_seed_bands_match_evaluations_by_round(tmp_path: Path) -> None:
+    """A seed with an evaluation missing (a failed client) or one more (an extended run) is
+    matched round by round, not by position."""
+    from pfedhn.summarize import accuracy_at_shared_rounds, find_runs
+
+    write_run(tmp_path / "a", "pfedhn", 0, 0.80, rounds=91, planned=91)  # rounds 1, 31, 61, 91
+    write_run(tmp_path / "b", "pfedhn", 1, 0.90, rounds=91, planned=91)
+    path = tmp_path / "b" / "results.json"
+    result = json.loads(path.read_text())
+    del result["history"][0]  # round 1 missing
+    path.write_text(json.dumps(result))
+    rounds, values = accuracy_at_shared_rounds(find_runs([tmp_path]), "test")
+    assert rounds.tolist() == [31, 61, 91]
+    assert values.tolist() == [[80.0, 10.0, 10.0], [90.0, 10.0, 10.0]]
+
+
+def test_pfedla_with_local_layers_is_heurpfedla_s_row() -> None:
+    from pfedhn.summarize import row_key
+
+    as_preset = row_key({"method": {"name": "heurpfedla", "local_layers": 1}})
+    assert as_preset == row_key({"method": {"name": "pfedla", "local_layers": 1}}) == "heurpfedla_k1"

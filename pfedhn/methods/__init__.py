@@ -15,13 +15,13 @@ import torch
 from omegaconf import DictConfig
 
 from pfedhn import config
-from pfedhn.methods.fedavg import FEDAVG_CHECKS, build_fedavg, fedavg_client_side
-from pfedhn.methods.fedper import build_fedper, fedper_client_side
-from pfedhn.methods.lgfedavg import build_lgfedavg, lgfedavg_client_side
-from pfedhn.methods.local import build_local, local_client_side
+from pfedhn.methods.fedavg import FEDAVG_CHECKS, build_fedavg, fedavg_client_side, kept_from_initial_side
+from pfedhn.methods.fedper import build_fedper
+from pfedhn.methods.lgfedavg import build_lgfedavg
+from pfedhn.methods.local import build_local
 from pfedhn.methods.perfedavg import PERFEDAVG_CHECKS, build_perfedavg, perfedavg_client_side
 from pfedhn.methods.pfedhn import build_pfedhn, pfedhn_checks, pfedhn_client_side
-from pfedhn.methods.pfedla import build_pfedla, pfedla_client_side
+from pfedhn.methods.pfedla import PFEDLA_CHECKS, build_pfedla, pfedla_client_side
 from pfedhn.methods.pfedme import PFEDME_CHECKS, build_pfedme, pfedme_client_side
 from pfedhn.strategy import ClientSide, PersonalizedStrategy
 
@@ -35,15 +35,16 @@ class Method:
     client_side: Callable[[DictConfig], ClientSide]
     checks: Callable[[DictConfig], config.Checks]
     multi_size: bool = False  # serves clients with targets of different sizes (``model.sizes``)
+    novel_phase: bool = False  # learns only novel clients' own part late in a run (``novel.clients``, Sec. 5.3)
 
 
 METHODS: dict[str, Method] = {
-    "pfedhn": Method(build_pfedhn, pfedhn_client_side, pfedhn_checks, multi_size=True),
-    "pfedla": Method(build_pfedla, pfedla_client_side, lambda cfg: config.PFEDLA_CHECKS),
-    "local": Method(build_local, local_client_side, lambda cfg: {}),
+    "pfedhn": Method(build_pfedhn, pfedhn_client_side, pfedhn_checks, multi_size=True, novel_phase=True),
+    "pfedla": Method(build_pfedla, pfedla_client_side, lambda cfg: PFEDLA_CHECKS),
+    "local": Method(build_local, kept_from_initial_side, lambda cfg: {}),
     "fedavg": Method(build_fedavg, fedavg_client_side, lambda cfg: FEDAVG_CHECKS),
-    "fedper": Method(build_fedper, fedper_client_side, lambda cfg: {}),
-    "lgfedavg": Method(build_lgfedavg, lgfedavg_client_side, lambda cfg: {}),
+    "fedper": Method(build_fedper, kept_from_initial_side, lambda cfg: {}),
+    "lgfedavg": Method(build_lgfedavg, kept_from_initial_side, lambda cfg: {}),
     "perfedavg": Method(build_perfedavg, perfedavg_client_side, lambda cfg: PERFEDAVG_CHECKS),
     "pfedme": Method(build_pfedme, pfedme_client_side, lambda cfg: PFEDME_CHECKS),
 }

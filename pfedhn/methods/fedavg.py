@@ -101,8 +101,15 @@ def initial_weights(cfg: DictConfig) -> dict[str, torch.Tensor]:
 
 
 def init_kept_from_initial(cfg: DictConfig, partition_id: int) -> dict[str, torch.Tensor]:
-    """``ClientSide.init_kept`` of the averaging methods: the kept part of ``initial_weights``."""
+    """``ClientSide.init_kept`` of the averaging methods: all of ``initial_weights`` (the
+    client keeps the part its ``ClientModel.keep`` names)."""
     return initial_weights(cfg)
+
+
+def kept_from_initial_side(cfg: DictConfig) -> ClientSide:
+    """The client side of Local, FedPer and LG-FedAvg: what a client keeps (the layers the
+    server does not share) starts from the shared initial model and is trained as sent."""
+    return ClientSide(init_kept=init_kept_from_initial)
 
 
 def build_global_average(cfg: DictConfig, shared: tuple[str, ...], mixing: float = 1.0, **base: Any) -> GlobalAverage:

@@ -13,16 +13,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pfedhn import config
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average, init_kept_from_initial, initial_weights
+from pfedhn.methods.fedavg import GlobalAverage, build_global_average, initial_weights
 from pfedhn.model import head_names
-from pfedhn.strategy import ClientSide
 
 
 def build_fedper(cfg: DictConfig, **base: Any) -> GlobalAverage:
     """The body (conv1, conv2, fc1, fc2) global; the head (``head.*``) on each client."""
     head = head_names(config.model_spec(cfg))
     return build_global_average(cfg, tuple(n for n in initial_weights(cfg) if n not in head), **base)
-
-
-def fedper_client_side(cfg: DictConfig) -> ClientSide:
-    return ClientSide(init_kept=init_kept_from_initial)

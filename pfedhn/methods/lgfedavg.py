@@ -14,15 +14,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pfedhn import config
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average, init_kept_from_initial
+from pfedhn.methods.fedavg import GlobalAverage, build_global_average
 from pfedhn.model import head_names
-from pfedhn.strategy import ClientSide
 
 
 def build_lgfedavg(cfg: DictConfig, **base: Any) -> GlobalAverage:
     """The head (``head.*``) global; the body on each client."""
     return build_global_average(cfg, head_names(config.model_spec(cfg)), **base)
-
-
-def lgfedavg_client_side(cfg: DictConfig) -> ClientSide:
-    return ClientSide(init_kept=init_kept_from_initial)

@@ -6,15 +6,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average, init_kept_from_initial
-from pfedhn.strategy import ClientSide
+from pfedhn.methods.fedavg import GlobalAverage, build_global_average
 
 
 def build_local(cfg: DictConfig, **base: Any) -> GlobalAverage:
     """Nothing shared: each client keeps its whole model (``Context.state``), starting from
     the shared initial model; the server only samples and evaluates."""
     return build_global_average(cfg, shared=(), **base)
-
-
-def local_client_side(cfg: DictConfig) -> ClientSide:
-    return ClientSide(init_kept=init_kept_from_initial)

@@ -206,5 +206,24 @@ def generated_shapes(cfg: DictConfig) -> dict[str, torch.Size]:
     }
 
 
+PFEDHN_CHECKS: config.Checks = {
+    "hypernetwork.hidden_dim": (config.positive_int, "a positive integer"),
+    "hypernetwork.n_hidden": (config.non_negative_int, "a non-negative integer"),
+    "hypernetwork.embed_dim": (lambda v: v is None or config.positive_int(v), "null (auto) or a positive integer"),
+    "method.server.lr": (config.positive, "a positive number"),
+    "method.server.embed_lr": (lambda v: v is None or config.positive(v), "null (= lr) or a positive number"),
+    "method.server.momentum": (config.non_negative, "a non-negative number"),
+    "method.server.weight_decay": (config.non_negative, "a non-negative number"),
+    "method.server.grad_clip": (config.positive, "a positive number"),
+    "method.personal_head": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+HEAD_CHECKS: config.Checks = {
+    "method.head.lr": (config.positive, "a positive number"),
+    "method.head.momentum": (config.non_negative, "a non-negative number"),
+    "method.head.weight_decay": (config.non_negative, "a non-negative number"),
+}
+
+
 def pfedhn_checks(cfg: DictConfig) -> config.Checks:
-    return {**config.PFEDHN_CHECKS, **(config.HEAD_CHECKS if cfg.method.personal_head else {})}
+    return {**PFEDHN_CHECKS, **(HEAD_CHECKS if cfg.method.personal_head else {})}

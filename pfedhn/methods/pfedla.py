@@ -235,3 +235,13 @@ def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
         local_layers=cfg.method.local_layers,
         **base,
     )
+
+
+PFEDLA_CHECKS: config.Checks = {
+    "method.local_layers": (config.non_negative_int, "a non-negative integer (HeurpFedLA's K; 0: pFedLA)"),
+    "method.hypernetwork.embed_dim": (config.positive_int, "a positive integer"),
+    "method.hypernetwork.hidden_dim": (config.positive_int, "a positive integer"),
+    "method.hypernetwork.n_hidden": (config.non_negative_int, "a non-negative integer"),
+    "method.server.lr": (config.positive, "a positive number"),
+    "method.server.momentum": (config.non_negative, "a non-negative number"),
+}
