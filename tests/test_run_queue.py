@@ -1,0 +1,57 @@
+"""docs/scripts/run_queue.sh, the queue that filled results/runs/: workers share one list of
+runs without running one twice, skip finished ones, and pick up jobs added while they run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, tiny_overrides
+
+SCRIPT = ROOT / "docs" / "scripts" / "run_queue.sh"
+
+
+def start_worker(jobs: Path, runs: Path, name: str) -> subprocess.Popen:
+    with open(runs / f"worker-{name}.log", "a") as log:  # the worker keeps its own copy open
+        return subprocess.Popen(
+            ["bash", str(SCRIPT), str(jobs), str(runs)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHON": sys.executable},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def starts(runs: Path) -> list[str]:
+    """The job names the workers' logs say they started, over all workers."""
+    return [
+        line.split()[2].rstrip(":")
+        for log in sorted(runs.glob("worker-*.log"))
+        for line in log.read_text().splitlines()
+        if line.split()[1:2] == ["start"]
+    ]
+
+
+def test_two_workers_run_every_job_once_and_a_relaunch_runs_none(data_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    overrides = " ".join(tiny_overrides(data_root) + ["num_rounds=2"])
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(
+        "# a comment, then a blank line\n\n" + "".join(f"run{i} {overrides} seed={i}\n" for i in range(3))
+    )
+    workers = [start_worker(jobs, runs, name) for name in ("A", "B")]
+    assert [worker.wait(timeout=600) for worker in workers] == [0, 0]
+    assert sorted(starts(runs)) == ["run0", "run1", "run2"]
+    for i in range(3):
+        result = json.loads((runs / f"run{i}" / "results.json").read_text())
+        assert result["finished"] and result["config"]["seed"] == i
+        assert result["config"]["simulation"]["threads"] == 1
+
+    jobs.write_text(jobs.read_text() + f"run3 {overrides} seed=3\n")  # a job added later
+    assert start_worker(jobs, runs, "C").wait(timeout=600) == 0
+    assert sorted(starts(runs)) == ["run0", "run1", "run2", "run3"]  # the finished ones are skipped
+    assert "no job left" in (runs / "worker-C.log").read_text()
