@@ -3,6 +3,7 @@ runs without running one twice, skip finished ones, and pick up jobs added while
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from tests.conftest import ROOT, tiny_overrides
 
 SCRIPT = ROOT / "docs" / "scripts" / "run_queue.sh"
+STATUS = ROOT / "docs" / "scripts" / "queue_status.py"
 
 
 def start_worker(jobs: Path, runs: Path, name: str) -> subprocess.Popen:
@@ -35,6 +37,12 @@ def starts(runs: Path) -> list[str]:
     ]
 
 
+def status(jobs: Path, runs: Path) -> dict[str, str]:
+    """queue_status.py's lines, by job name (the rest of each line)."""
+    out = subprocess.run([sys.executable, str(STATUS), str(jobs), str(runs)], capture_output=True, text=True, check=True)
+    return dict(line.split("  ", 1) for line in out.stdout.splitlines())
+
+
 def test_two_workers_run_every_job_once_and_a_relaunch_runs_none(data_root: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -52,6 +60,30 @@ def test_two_workers_run_every_job_once_and_a_relaunch_runs_none(data_root: Path
         assert result["config"]["simulation"]["threads"] == 1
 
     jobs.write_text(jobs.read_text() + f"run3 {overrides} seed=3\n")  # a job added later
+    lines = status(jobs, runs)
+    assert list(lines) == ["run0", "run1", "run2", "run3"]
+    assert all(lines[f"run{i}"].startswith("finished  round 2/2  test ") for i in range(3))
+    assert lines["run3"] == "waiting"
     assert start_worker(jobs, runs, "C").wait(timeout=600) == 0
     assert sorted(starts(runs)) == ["run0", "run1", "run2", "run3"]  # the finished ones are skipped
     assert "no job left" in (runs / "worker-C.log").read_text()
+
+
+def test_status_tells_a_stopped_run_from_one_a_worker_holds(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("# two runs stopped at a checkpoint\nheld num_rounds=10\nfree num_rounds=10\n")
+    for name in ("held", "free"):
+        (tmp_path / name).mkdir()
+        partial = {
+            "finished": False,
+            "config": {"num_rounds": 10, "novel": {"clients": 2, "rounds": 5}},
+            "history": [{"round": 1}, {"round": 4}],
+            "test_accuracy": 0.5,
+            "best_val_round": 4,
+        }
+        (tmp_path / name / "results.json").write_text(json.dumps(partial))
+    with open(tmp_path / "held.lock", "w") as lock:  # as run_queue.sh's flock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lines = status(jobs, tmp_path)
+    expected = "round 4/15  test 50.00 % (best validation at round 4)"  # 10 rounds + 5 novel ones
+    assert lines == {"held": f"running  {expected}", "free": f"stopped  {expected}"}

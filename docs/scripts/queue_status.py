@@ -1,0 +1,69 @@
+"""Where each job of a run queue (docs/scripts/run_queue.sh) stands, one line a job.
+
+    python docs/scripts/queue_status.py docs/scripts/queue.txt /work/grid-runs
+
+A job is ``finished`` (its results.json says so), ``running`` (a worker holds its lock),
+``stopped`` (a results.json from a checkpoint: the queue resumes it from there) or
+``waiting`` (not begun). Rounds are the last evaluated one of the run's schedule; accuracy is
+the pooled test accuracy at the best validation so far. Reads JSON only (no torch).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sys
+from pathlib import Path
+
+
+def queued_names(jobs_file: Path) -> list[str]:
+    """The job names of ``jobs_file``, in order (a line: ``<name> <overrides>``; ``#`` comments)."""
+    lines = (line.split(maxsplit=1) for line in jobs_file.read_text().splitlines())
+    return [words[0] for words in lines if words and not words[0].startswith("#")]
+
+
+def lock_is_held(lock: Path) -> bool:
+    """Whether a worker holds ``lock`` (run_queue.sh's flock on ``<runs>/<name>.lock``)."""
+    if not lock.exists():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def total_rounds(config: dict) -> int:
+    """The run's schedule: ``num_rounds``, plus the novel phase's rounds if it has novel clients."""
+    novel = config.get("novel") or {}
+    novel_rounds = (novel.get("rounds") or 0) if novel.get("clients") else 0
+    return config["num_rounds"] + novel_rounds
+
+
+def job_status(runs_dir: Path, name: str) -> str:
+    """One line: name, state, last evaluated round of the schedule, best-validation test accuracy."""
+    results_file = runs_dir / name / "results.json"
+    running = lock_is_held(runs_dir / f"{name}.lock")
+    if not results_file.exists():
+        return f"{name}  {'running' if running else 'waiting'}"
+    result = json.loads(results_file.read_text())
+    state = "finished" if result["finished"] else "running" if running else "stopped"
+    last = result["history"][-1]["round"] if result["history"] else 0
+    line = f"{name}  {state}  round {last}/{total_rounds(result['config'])}"
+    if result.get("test_accuracy") is not None:
+        line += f"  test {100 * result['test_accuracy']:.2f} % (best validation at round {result['best_val_round']})"
+    return line
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        sys.exit("usage: queue_status.py JOBS RUNS_DIR")
+    jobs_file, runs_dir = Path(argv[0]), Path(argv[1])
+    for name in queued_names(jobs_file):
+        print(job_status(runs_dir, name))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
