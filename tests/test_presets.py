@@ -58,3 +58,14 @@ def test_novel_clients_are_refused_by_methods_without_a_novel_phase(method: str)
     with pytest.raises(ConfigError, match=rf"novel.clients: method {method} has no novel-client phase"):
         config.validate(config.compose([f"method={method}", "novel.clients=10", "novel.rounds=5"]))
     config.validate(config.compose(["method=pfedhn", "novel.clients=10", "novel.rounds=5"]))
+
+
+@pytest.mark.parametrize("method", ["local", "fedavg", "fedper", "lgfedavg", "perfedavg", "pfedme", "pfedhn"])
+def test_only_per_fedavg_steps_without_momentum_and_the_command_line_wins(method: str) -> None:
+    """Per-FedAvg's paper steps plain SGD; every other row keeps the shared client optimizer."""
+    shared = config.compose([])
+    cfg = config.compose([f"method={method}"])
+    assert cfg.client.momentum == (0.0 if method == "perfedavg" else 0.9)
+    for key in ("lr", "weight_decay", "grad_clip", "batch_size", "inner_steps"):
+        assert cfg.client[key] == shared.client[key], key
+    assert config.compose([f"method={method}", "client.momentum=0.5"]).client.momentum == 0.5
