@@ -39,7 +39,8 @@ def starts(runs: Path) -> list[str]:
 
 def status(jobs: Path, runs: Path) -> dict[str, str]:
     """queue_status.py's lines, by job name (the rest of each line)."""
-    out = subprocess.run([sys.executable, str(STATUS), str(jobs), str(runs)], capture_output=True, text=True, check=True)
+    command = [sys.executable, str(STATUS), str(jobs), str(runs)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
     return dict(line.split("  ", 1) for line in out.stdout.splitlines())
 
 
