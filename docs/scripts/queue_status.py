@@ -5,7 +5,7 @@
 A job is ``finished`` (its results.json says so), ``running`` (a worker holds its lock),
 ``stopped`` (a results.json from a checkpoint: the queue resumes it from there) or
 ``waiting`` (not begun). Rounds are the last evaluated one of the run's schedule; accuracy is
-the pooled test accuracy at the best validation so far. Reads JSON only (no torch).
+the pooled test accuracy at the best validation so far.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import fcntl
 import json
 import sys
 from pathlib import Path
+
+from pfedhn.config import total_rounds
 
 
 def queued_names(jobs_file: Path) -> list[str]:
@@ -33,13 +35,6 @@ def lock_is_held(lock: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
-
-
-def total_rounds(config: dict) -> int:
-    """The run's schedule: ``num_rounds``, plus the novel phase's rounds if it has novel clients."""
-    novel = config.get("novel") or {}
-    novel_rounds = (novel.get("rounds") or 0) if novel.get("clients") else 0
-    return config["num_rounds"] + novel_rounds
 
 
 def job_status(runs_dir: Path, name: str) -> str:
