@@ -294,22 +294,86 @@ def plot_alpha(run: Run, layer: str, static: Path) -> Path:
     return _save(fig, static / f"alpha_{run.path.parent.name}_{layer}.png")  # one per run
 
 
-def sizes_table(runs: list[Run]) -> str:
-    """Per multi-size run: each size group's pooled test accuracy at the run's best-validation round."""
+def single_size_twin(run: Run, runs: list[Run]) -> Run | None:
+    """The one-size run on the same split as multi-size ``run``: its method without sizes, its
+    dataset, clients and seed (so the same partition); None without one."""
+    base = run.method.partition("_sizes_")[0]
+    twins = [r for r in runs if (r.method, r.dataset, r.clients, r.seed) == (base, run.dataset, run.clients, run.seed)]
+    return largest_budget(twins)[0] if twins else None
+
+
+def group_test_accuracy(evaluation: dict[str, Any], clients: list[int], counts: list[int]) -> float:
+    """Pooled test accuracy of ``clients`` in one evaluation of a ``results.json``, each client
+    weighted by ``counts`` (its test-set size: runs from before sizes were recorded lack them)."""
+    test = evaluation["test"]
+    return SplitMetrics(test["loss"], test["accuracy"], test["client_accuracy"], counts).pooled_accuracy(clients)
+
+
+def client_test_sizes(run: Run, twin: Run | None) -> list[int]:
+    """Each client's test-set size, from multi-size ``run``'s last evaluation; refused if its
+    one-size ``twin`` recorded other sizes (then the two are not the same split)."""
+    counts = run.result["history"][-1]["test"]["client_count"]
+    theirs = twin.result["history"][-1]["test"].get("client_count", counts) if twin else counts
+    if theirs != counts:
+        raise ValueError(f"{run.path} and {twin.path} have other client test sets: not the same split")
+    return counts
+
+
+def sizes_table(runs: list[Run], every_run: list[Run]) -> str:
+    """Per multi-size run: each size group's pooled test accuracy at the run's best-validation
+    round, beside the same clients' in the one-size run of the same split (at its best round)."""
     lines = [
-        "| method | dataset, clients | rounds | size (n_kernels) | clients | test accuracy |",
-        "|---|---|---|---|---|---|",
+        "| method | dataset, clients | rounds | size (n_kernels) | clients | test accuracy "
+        "| the same clients, one-size run (n_kernels) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        test = SplitMetrics(**evaluation_at(run.result, run.result["best_val_round"])["test"])
+        twin = single_size_twin(run, every_run)
+        counts = client_test_sizes(run, twin)
+        best = evaluation_at(run.result, run.result["best_val_round"])
         for name, group in run.result["groups"].items():
             clients = group["clients"]
-            accuracy = 100 * test.pooled_accuracy(clients)
+            accuracy = 100 * group_test_accuracy(best, clients, counts)
+            beside = "–"
+            if twin is not None:
+                twin_best = evaluation_at(twin.result, twin.result["best_val_round"])
+                n_kernels = twin.result["config"]["model"]["n_kernels"]
+                beside = f"{100 * group_test_accuracy(twin_best, clients, counts):.2f} ({n_kernels})"
             lines.append(
                 f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
-                f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} |"
+                f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} "
+                f"| {beside} |"
             )
     return "\n".join(lines)
+
+
+def plot_sizes(run: Run, twin: Run | None, static: Path) -> Path:
+    """Each size group's pooled test accuracy vs round (solid), and the same clients in the
+    one-size run of the same split (dashed, same colour) where there is one."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    counts = client_test_sizes(run, twin)
+    for i, (name, group) in enumerate(run.result["groups"].items()):
+        colour, clients = f"C{i}", group["clients"]
+        rounds = [e["round"] for e in run.result["history"]]
+        accuracy = [100 * group_test_accuracy(e, clients, counts) for e in run.result["history"]]
+        ax.plot(rounds, accuracy, color=colour, label=f"n_kernels {name.lstrip('k')} ({len(clients)} clients)")
+        if twin is not None:
+            history = twin.result["history"]
+            ax.plot(
+                [e["round"] for e in history],
+                [100 * group_test_accuracy(e, clients, counts) for e in history],
+                color=colour,
+                linestyle="--",
+                label=f"its clients in the one-size run (n_kernels {twin.result['config']['model']['n_kernels']})",
+            )
+    ax.set(
+        xlabel="round",
+        ylabel="pooled test accuracy (%)",
+        title=f"{method_label(run.method)}, {dataset_label(run.dataset)}, {run.clients} clients, seed {run.seed}",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    return _save(fig, static / f"sizes_{run.path.parent.name}.png")  # one per run
 
 
 def novel_lr(cfg: dict[str, Any]) -> float:
@@ -465,7 +529,8 @@ def main(argv: list[str] | None = None) -> str:
         text += alpha_table(aggregated)
     if sized:
         text += "\n\nClients with targets of different sizes (paper Sec. 5.2): test accuracy (%) of each size's "
-        text += "clients at the run's best validation round.\n\n" + sizes_table(sized)
+        text += "clients at the run's best validation round, beside the same clients in the one-size run of the "
+        text += "same split (same seed; test-set sizes from the multi-size run).\n\n" + sizes_table(sized, runs)
     if novel:
         text += "\n\n" if text else ""
         text += "Novel clients (paper Sec. 5.3): test accuracy (%) of each group at its best validation.\n\n"
@@ -485,6 +550,8 @@ def main(argv: list[str] | None = None) -> str:
             print(f"wrote {path}")
     for run in novel:
         print(f"wrote {plot_novel(run, args.static)}")
+    for run in sized:
+        print(f"wrote {plot_sizes(run, single_size_twin(run, runs), args.static)}")
     for run in aggregated:
         print(f"wrote {plot_alpha(run, args.alpha_layer, args.static)}")
     print(text)

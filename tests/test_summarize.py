@@ -191,3 +191,42 @@ def test_pfedla_with_local_layers_is_heurpfedla_s_row() -> None:
 
     as_preset = row_key({"method": {"name": "heurpfedla", "local_layers": 1}})
     assert as_preset == row_key({"method": {"name": "pfedla", "local_layers": 1}}) == "heurpfedla_k1"
+
+
+def write_sized_pair(runs: Path, twin_counts: list[int]) -> None:
+    """A multi-size run (sizes 8, 16 over 4 clients) and its one-size twin on the same split."""
+
+    def evaluation(r: int, accuracy: list[float], counts: list[int]) -> dict:
+        split = {"loss": 1.0, "accuracy": 0.0, "client_accuracy": accuracy, "client_count": counts}
+        return {"round": r, "val": {**split, "accuracy": 0.5 + r / 100}, "test": split}
+
+    counts = [10, 30, 20, 40]
+    for name, sizes, accuracy in (("multi", [8, 16], [0.5, 0.9, 0.7, 0.6]), ("one", None, [0.4, 0.8, 0.2, 1.0])):
+        cfg = {
+            "method": {"name": "pfedhn"},
+            "dataset": {"name": "cifar10"},
+            "model": {"n_kernels": 16, "sizes": sizes},
+            "num_clients": 4,
+            "seed": 3,
+            "num_rounds": 2,
+        }
+        history = [evaluation(1, [0.1] * 4, counts), evaluation(2, accuracy, twin_counts if name == "one" else counts)]
+        groups = {"k8": {"clients": [0, 2]}, "k16": {"clients": [1, 3]}} if sizes else {}
+        result = {"config": cfg, "history": history, "best_val_round": 2, "test_accuracy": 0.0, "groups": groups}
+        (runs / name).mkdir(parents=True)
+        (runs / name / "results.json").write_text(json.dumps(result))
+
+
+def test_each_size_is_set_beside_the_same_clients_in_the_one_size_run(tmp_path: Path) -> None:
+    write_sized_pair(tmp_path / "runs", twin_counts=[10, 30, 20, 40])
+    text = main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
+    # size 8: clients 0, 2 pooled (0.5*10 + 0.7*20) / 30; one size: (0.4*10 + 0.2*20) / 30
+    assert "| pFedHN, n_kernels 8 / 16 | CIFAR-10, 4 | 2 | 8 | 2 | 63.33 | 26.67 (16) |" in text
+    assert "| pFedHN, n_kernels 8 / 16 | CIFAR-10, 4 | 2 | 16 | 2 | 72.86 | 91.43 (16) |" in text
+    assert (tmp_path / "s" / "sizes_multi.png").is_file()
+
+
+def test_a_one_size_run_on_another_split_is_refused_as_twin(tmp_path: Path) -> None:
+    write_sized_pair(tmp_path / "runs", twin_counts=[10, 30, 20, 41])
+    with pytest.raises(ValueError, match="not the same split"):
+        main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
