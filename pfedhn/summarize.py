@@ -324,7 +324,7 @@ def sizes_table(runs: list[Run], every_run: list[Run]) -> str:
     round, beside the same clients' in the one-size run of the same split (at its best round)."""
     lines = [
         "| method | dataset, clients | rounds | size (n_kernels) | clients | test accuracy "
-        "| the same clients, one-size run (n_kernels) |",
+        "| the same clients, one-size run |",
         "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -338,7 +338,8 @@ def sizes_table(runs: list[Run], every_run: list[Run]) -> str:
             if twin is not None:
                 twin_best = evaluation_at(twin.result, twin.result["best_val_round"])
                 n_kernels = twin.result["config"]["model"]["n_kernels"]
-                beside = f"{100 * group_test_accuracy(twin_best, clients, counts):.2f} ({n_kernels})"
+                accuracy_there = 100 * group_test_accuracy(twin_best, clients, counts)
+                beside = f"{accuracy_there:.2f} (n_kernels {n_kernels}, {twin.rounds_done} rounds)"
             lines.append(
                 f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
                 f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} "

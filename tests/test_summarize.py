@@ -221,8 +221,8 @@ def test_each_size_is_set_beside_the_same_clients_in_the_one_size_run(tmp_path: 
     write_sized_pair(tmp_path / "runs", twin_counts=[10, 30, 20, 40])
     text = main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
     # size 8: clients 0, 2 pooled (0.5*10 + 0.7*20) / 30; one size: (0.4*10 + 0.2*20) / 30
-    assert "| pFedHN, n_kernels 8 / 16 | CIFAR-10, 4 | 2 | 8 | 2 | 63.33 | 26.67 (16) |" in text
-    assert "| pFedHN, n_kernels 8 / 16 | CIFAR-10, 4 | 2 | 16 | 2 | 72.86 | 91.43 (16) |" in text
+    assert "| pFedHN, n_kernels 8 / 16 | CIFAR-10, 4 | 2 | 8 | 2 | 63.33 | 26.67 (n_kernels 16, 2 rounds) |" in text
+    assert "| pFedHN, n_kernels 8 / 16 | CIFAR-10, 4 | 2 | 16 | 2 | 72.86 | 91.43 (n_kernels 16, 2 rounds) |" in text
     assert (tmp_path / "s" / "sizes_multi.png").is_file()
 
 
