@@ -319,27 +319,25 @@ def client_test_sizes(run: Run, twin: Run | None) -> list[int]:
     return counts
 
 
-def sizes_table(runs: list[Run], every_run: list[Run]) -> str:
-    """Per multi-size run: each size group's pooled test accuracy at the run's best-validation
-    round, beside the same clients' in the one-size run of the same split (at its best round)."""
+def sizes_table(pairs: list[tuple[Run, Run | None]]) -> str:
+    """Per (multi-size run, its one-size twin or None): each size group's pooled test accuracy at
+    the run's best-validation round, beside the same clients' in the twin (at the twin's best round)."""
     lines = [
         "| method | dataset, clients | rounds | size (n_kernels) | clients | test accuracy "
         "| the same clients, one-size run |",
         "|---|---|---|---|---|---|---|",
     ]
-    for run in runs:
-        twin = single_size_twin(run, every_run)
+    for run, twin in pairs:
         counts = client_test_sizes(run, twin)
         best = evaluation_at(run.result, run.result["best_val_round"])
+        twin_best = evaluation_at(twin.result, twin.result["best_val_round"]) if twin else None
         for name, group in run.result["groups"].items():
             clients = group["clients"]
             accuracy = 100 * group_test_accuracy(best, clients, counts)
             beside = "–"
             if twin is not None:
-                twin_best = evaluation_at(twin.result, twin.result["best_val_round"])
-                n_kernels = twin.result["config"]["model"]["n_kernels"]
                 accuracy_there = 100 * group_test_accuracy(twin_best, clients, counts)
-                beside = f"{accuracy_there:.2f} (n_kernels {n_kernels}, {twin.rounds_done} rounds)"
+                beside = f"{accuracy_there:.2f} (n_kernels {twin_kernels(twin)}, {twin.rounds_done} rounds)"
             lines.append(
                 f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
                 f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} "
@@ -348,32 +346,39 @@ def sizes_table(runs: list[Run], every_run: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def twin_kernels(twin: Run) -> int:
+    """The one target size of a one-size run."""
+    return twin.result["config"]["model"]["n_kernels"]
+
+
+def _finish_round_axes(ax: plt.Axes, title: str, legend_columns: int) -> None:
+    """Axis labels, title, grid and a legend below the axes of a pooled-test-accuracy-vs-round plot."""
+    ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=legend_columns)
+
+
 def plot_sizes(run: Run, twin: Run | None, static: Path) -> Path:
     """Each size group's pooled test accuracy vs round (solid), and the same clients in the
     one-size run of the same split (dashed, same colour) where there is one."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     counts = client_test_sizes(run, twin)
+    own, theirs = run.result["history"], twin.result["history"] if twin else []
+    own_rounds, their_rounds = [e["round"] for e in own], [e["round"] for e in theirs]
     for i, (name, group) in enumerate(run.result["groups"].items()):
         colour, clients = f"C{i}", group["clients"]
-        rounds = [e["round"] for e in run.result["history"]]
-        accuracy = [100 * group_test_accuracy(e, clients, counts) for e in run.result["history"]]
-        ax.plot(rounds, accuracy, color=colour, label=f"n_kernels {name.lstrip('k')} ({len(clients)} clients)")
+        accuracy = [100 * group_test_accuracy(e, clients, counts) for e in own]
+        ax.plot(own_rounds, accuracy, color=colour, label=f"n_kernels {name.lstrip('k')} ({len(clients)} clients)")
         if twin is not None:
-            history = twin.result["history"]
             ax.plot(
-                [e["round"] for e in history],
-                [100 * group_test_accuracy(e, clients, counts) for e in history],
+                their_rounds,
+                [100 * group_test_accuracy(e, clients, counts) for e in theirs],
                 color=colour,
                 linestyle="--",
-                label=f"its clients in the one-size run (n_kernels {twin.result['config']['model']['n_kernels']})",
+                label=f"its clients in the one-size run (n_kernels {twin_kernels(twin)})",
             )
-    ax.set(
-        xlabel="round",
-        ylabel="pooled test accuracy (%)",
-        title=f"{method_label(run.method)}, {dataset_label(run.dataset)}, {run.clients} clients, seed {run.seed}",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    title = f"{method_label(run.method)}, {dataset_label(run.dataset)}, {run.clients} clients, seed {run.seed}"
+    _finish_round_axes(ax, title, legend_columns=2)
     return _save(fig, static / f"sizes_{run.path.parent.name}.png")  # one per run
 
 
@@ -414,13 +419,7 @@ def plot_novel(run: Run, static: Path) -> Path:
         run.result["groups"]["novel"]["rounds"][0] - 0.5, color="grey", linestyle=":", label="hypernetwork frozen"
     )
     title = f"{dataset_label(run.dataset)}, {run.clients} clients: novel vs seen clients"
-    ax.set(
-        xlabel="round",
-        ylabel="pooled test accuracy (%)",
-        title=f"{title} (novel-phase lr {novel_lr(run.result['config']):g})",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
+    _finish_round_axes(ax, f"{title} (novel-phase lr {novel_lr(run.result['config']):g})", legend_columns=3)
     return _save(fig, static / f"novel_{run.path.parent.name}.png")  # one per run: runs differ in their phases
 
 
@@ -516,7 +515,7 @@ def main(argv: list[str] | None = None) -> str:
     runs = [r for r in found if "novel" not in r.result.get("groups", {})]
     # a seen phase alone (novel.rounds=0) has no novel accuracy yet
     novel = [r for r in found if "test_accuracy" in r.result.get("groups", {}).get("novel", {})]
-    sized = [r for r in runs if r.result["config"].get("model", {}).get("sizes")]
+    sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"].get("model", {}).get("sizes")]
     text = table(runs) if runs else ""
     if runs:
         text += "\n\nBudget and hyperparameters of every cell (from each run's config):\n\n" + settings_table(runs)
@@ -531,7 +530,7 @@ def main(argv: list[str] | None = None) -> str:
     if sized:
         text += "\n\nClients with targets of different sizes (paper Sec. 5.2): test accuracy (%) of each size's "
         text += "clients at the run's best validation round, beside the same clients in the one-size run of the "
-        text += "same split (same seed; test-set sizes from the multi-size run).\n\n" + sizes_table(sized, runs)
+        text += "same split (same seed; test-set sizes from the multi-size run).\n\n" + sizes_table(sized)
     if novel:
         text += "\n\n" if text else ""
         text += "Novel clients (paper Sec. 5.3): test accuracy (%) of each group at its best validation.\n\n"
@@ -551,8 +550,8 @@ def main(argv: list[str] | None = None) -> str:
             print(f"wrote {path}")
     for run in novel:
         print(f"wrote {plot_novel(run, args.static)}")
-    for run in sized:
-        print(f"wrote {plot_sizes(run, single_size_twin(run, runs), args.static)}")
+    for run, twin in sized:
+        print(f"wrote {plot_sizes(run, twin, args.static)}")
     for run in aggregated:
         print(f"wrote {plot_alpha(run, args.alpha_layer, args.static)}")
     print(text)
