@@ -84,6 +84,11 @@ def find_runs(dirs: list[Path]) -> list[Run]:
     return runs
 
 
+def tabled(found: list[Run]) -> list[Run]:
+    """The runs of the accuracy table: all but those with a novel-client phase (their own table)."""
+    return [r for r in found if "novel" not in r.result.get("groups", {})]
+
+
 def dataset_key(dataset: dict[str, Any]) -> str:
     """A run's table column: its dataset, split apart when its clients hold another number of
     classes than the dataset's default (pFedLA's presets: 4 on CIFAR-10), e.g. ``cifar10_c4``."""
@@ -512,7 +517,7 @@ def main(argv: list[str] | None = None) -> str:
     found = find_runs(args.dirs)
     if not found:
         parser.error(f"no results.json under {', '.join(map(str, args.dirs))}")
-    runs = [r for r in found if "novel" not in r.result.get("groups", {})]
+    runs = tabled(found)
     # a seen phase alone (novel.rounds=0) has no novel accuracy yet
     novel = [r for r in found if "test_accuracy" in r.result.get("groups", {}).get("novel", {})]
     sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"].get("model", {}).get("sizes")]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pfedhn.summarize import main
+from pfedhn.summarize import find_runs, main, table, tabled
+from tests.conftest import ROOT
 
 
 def write_run(
@@ -230,3 +231,11 @@ def test_a_one_size_run_on_another_split_is_refused_as_twin(tmp_path: Path) -> N
     write_sized_pair(tmp_path / "runs", twin_counts=[10, 30, 20, 41])
     with pytest.raises(ValueError, match="not the same split"):
         main([str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
+
+
+def test_committed_tables_are_what_the_summarizer_makes_of_the_committed_runs() -> None:
+    """results/table.md's and README's accuracy tables are regenerated whenever a run lands."""
+    accuracy = table(tabled(find_runs([ROOT / "results" / "runs"])))
+    assert accuracy.count("\n") > 10  # the committed runs were found
+    assert accuracy in (ROOT / "results" / "table.md").read_text(), "rerun python -m pfedhn.summarize results/runs"
+    assert accuracy in (ROOT / "README.md").read_text(), "copy results/table.md's first table into README.md"
