@@ -16,12 +16,13 @@ SCRIPT = ROOT / "docs" / "scripts" / "run_queue.sh"
 STATUS = ROOT / "docs" / "scripts" / "queue_status.py"
 
 
-def start_worker(jobs: Path, runs: Path, name: str) -> subprocess.Popen:
+def start_worker(jobs: Path, runs: Path, name: str, landed: Path | None = None) -> subprocess.Popen:
+    """A worker of ``jobs`` in ``runs``; ``landed`` stands for the checkout's results/runs."""
     with open(runs / f"worker-{name}.log", "a") as log:  # the worker keeps its own copy open
         return subprocess.Popen(
             ["bash", str(SCRIPT), str(jobs), str(runs)],
             cwd=ROOT,
-            env={**os.environ, "PYTHON": sys.executable},
+            env={**os.environ, "PYTHON": sys.executable, "LANDED_RUNS": str(landed or runs / "none-landed")},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -37,10 +38,11 @@ def starts(runs: Path) -> list[str]:
     ]
 
 
-def status(jobs: Path, runs: Path) -> dict[str, str]:
+def status(jobs: Path, runs: Path, landed: Path | None = None) -> dict[str, str]:
     """queue_status.py's lines, by job name (the rest of each line)."""
     command = [sys.executable, str(STATUS), str(jobs), str(runs)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    env = {**os.environ, "LANDED_RUNS": str(landed or runs / "none-landed")}
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return dict(line.split("  ", 1) for line in out.stdout.splitlines())
 
 
@@ -88,3 +90,17 @@ def test_status_tells_a_stopped_run_from_one_a_worker_holds(tmp_path: Path) -> N
         lines = status(jobs, tmp_path)
     expected = "round 4/15  test 50.00 % (best validation at round 4)"  # 10 rounds + 5 novel ones
     assert lines == {"held": f"running  {expected}", "free": f"stopped  {expected}"}
+
+
+def test_a_job_landed_in_the_checkout_is_not_run_again_in_an_empty_runs_dir(tmp_path: Path) -> None:
+    runs, landed = tmp_path / "runs", tmp_path / "landed"
+    runs.mkdir()
+    (landed / "done").mkdir(parents=True)
+    finished = {"finished": True, "config": {"num_rounds": 2}, "history": [{"round": 2}], "test_accuracy": 0.5}
+    (landed / "done" / "results.json").write_text(json.dumps({**finished, "best_val_round": 2}))
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("done num_rounds=not-a-number\n")  # would fail if it were started
+    assert start_worker(jobs, runs, "A", landed).wait(timeout=60) == 0
+    assert starts(runs) == [] and "no job left" in (runs / "worker-A.log").read_text()
+    assert status(jobs, runs, landed) == {"done": "finished  round 2/2  test 50.00 % (best validation at round 2)"}
+    assert status(jobs, runs) == {"done": "waiting"}  # nothing landed: the same job waits

@@ -2,7 +2,8 @@
 
     python docs/scripts/queue_status.py docs/scripts/queue.txt /work/grid-runs
 
-A job is ``finished`` (its results.json says so), ``running`` (a worker holds its lock),
+A job is ``finished`` (its results.json in RUNS_DIR says so, or the one landed in the
+checkout's ``results/runs/<name>``, or ``$LANDED_RUNS/<name>``: run_queue.sh skips both), ``running`` (a worker holds its lock),
 ``stopped`` (a results.json from a checkpoint: the queue resumes it from there) or
 ``waiting`` (not begun). Rounds are the last evaluated one of the run's schedule; accuracy is
 the pooled test accuracy at the best validation so far.
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sys
 from pathlib import Path
 
 from pfedhn.config import total_rounds
+
+LANDED_RUNS = Path(os.environ.get("LANDED_RUNS", Path(__file__).resolve().parents[2] / "results" / "runs"))
 
 
 def queued_names(jobs_file: Path) -> list[str]:
@@ -40,6 +44,8 @@ def lock_is_held(lock: Path) -> bool:
 def job_status(runs_dir: Path, name: str) -> str:
     """One line: name, state, last evaluated round of the schedule, best-validation test accuracy."""
     results_file = runs_dir / name / "results.json"
+    if not results_file.exists() and (LANDED_RUNS / name / "results.json").exists():
+        results_file = LANDED_RUNS / name / "results.json"  # landed: reported, and skipped by the workers
     running = lock_is_held(runs_dir / f"{name}.lock")
     if not results_file.exists():
         return f"{name}  {'running' if running else 'waiting'}"

@@ -11,6 +11,8 @@
 # jobs can be added while workers run. A file RUNS_DIR/PAUSE makes workers wait between jobs.
 # Run it from a checkout kept for the workers (git worktree add --detach): edits elsewhere then
 # leave their code, and the commit their results.json records, as they were.
+# A job already landed in the checkout's results/runs/<name> (or $LANDED_RUNS/<name>) as finished
+# is skipped too, so workers on a new machine with an empty RUNS_DIR do not run landed jobs again.
 set -uo pipefail
 set -f  # overrides such as model.sizes=[8,16,32] are no globs
 jobs_file=$1
@@ -18,7 +20,11 @@ runs_dir=$2
 python=${PYTHON:-python}
 mkdir -p "$runs_dir"
 
-finished() { grep -qs '"finished": true' "$runs_dir/$1/results.json"; }
+landed_runs=${LANDED_RUNS:-$(dirname "$0")/../../results/runs}
+
+finished() {
+    grep -qs '"finished": true' "$runs_dir/$1/results.json" || grep -qs '"finished": true' "$landed_runs/$1/results.json"
+}
 
 next_job() {
     local name overrides
