@@ -3,10 +3,10 @@
     python docs/scripts/queue_status.py docs/scripts/queue.txt /work/grid-runs
 
 A job is ``finished`` (its results.json in RUNS_DIR says so, or the one landed in the
-checkout's ``results/runs/<name>``, or ``$LANDED_RUNS/<name>``: run_queue.sh skips both), ``running`` (a worker holds its lock),
-``stopped`` (a results.json from a checkpoint: the queue resumes it from there) or
-``waiting`` (not begun). Rounds are the last evaluated one of the run's schedule; accuracy is
-the pooled test accuracy at the best validation so far.
+checkout's ``results/runs/<name>``, or ``$LANDED_RUNS/<name>``: run_queue.sh skips both),
+``running`` (a worker holds its lock), ``stopped`` (a results.json from a checkpoint: the
+queue resumes it from there) or ``waiting`` (not begun). Rounds are the last evaluated one of
+the run's schedule; accuracy is the pooled test accuracy at the best validation so far.
 """
 
 from __future__ import annotations
