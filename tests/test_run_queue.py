@@ -96,8 +96,14 @@ def test_a_job_landed_in_the_checkout_is_not_run_again_in_an_empty_runs_dir(tmp_
     runs, landed = tmp_path / "runs", tmp_path / "landed"
     runs.mkdir()
     (landed / "done").mkdir(parents=True)
-    finished = {"finished": True, "config": {"num_rounds": 2}, "history": [{"round": 2}], "test_accuracy": 0.5}
-    (landed / "done" / "results.json").write_text(json.dumps({**finished, "best_val_round": 2}))
+    landed_result = {
+        "finished": True,
+        "config": {"num_rounds": 2},
+        "history": [{"round": 2}],
+        "test_accuracy": 0.5,
+        "best_val_round": 2,
+    }
+    (landed / "done" / "results.json").write_text(json.dumps(landed_result))
     jobs = tmp_path / "jobs.txt"
     jobs.write_text("done num_rounds=not-a-number\n")  # would fail if it were started
     assert start_worker(jobs, runs, "A", landed).wait(timeout=60) == 0
