@@ -3,7 +3,8 @@
 A checkpoint holds the method's server state (for pFedHN: hypernetwork,
 embeddings and optimizer momentum), the client sampler's RNG state, the
 evaluation history, and every client's own store (what its method keeps on
-the client: pFedHN-PC's head and its momentum, HeurpFedLA's local layers).
+the client: pFedHN-PC's and FedPer's head, LG-FedAvg's body, Local's whole model,
+pFedMe's personalized model, HeurpFedLA's local layers, with their momentum where kept).
 Local batches and head initializations are drawn from seeds derived from
 (seed, client, round), so nothing else is needed for a resumed run to
 give the same numbers as an uninterrupted one.

@@ -3,7 +3,8 @@
 A client's identity is its data partition, ``context.node_config["partition-id"]``
 (never Flower's random node id). It trains what the server sends, returns the
 change, and keeps what each instruction says it keeps (``pfedhn.strategy.KEEP``:
-pFedHN-PC's classifier head and its momentum, HeurpFedLA's local layers) in its
+e.g. pFedHN-PC's classifier head and its momentum, LG-FedAvg's body, HeurpFedLA's
+local layers; pFedMe's personalized model is its objective's ``kept`` state) in its
 store, ``context.state``, across rounds. What it keeps is named by the server and
 initialized as the method's ``ClientSide`` says: the client itself has no
 per-method branch.
@@ -39,6 +40,7 @@ from pfedhn.strategy import (
     LOST,
     PARTITION_ID,
     PARTITIONS,
+    RELEASE,
     RESTORE,
     SENT,
     SERVER_ROUND,
@@ -140,7 +142,7 @@ class PersonalizedClient(NumPyClient):
         sent, keep = self._read(parameters, config)
         store = self._store()
         lost = self._lost(store, config)
-        model = self._load(sent, keep, store)
+        model = self._load(sent, keep, store, split_names(config.get(RELEASE, "")))
         named = dict(model.named_parameters())
         returned = [name for name in sent if name not in keep]
         own_optimizer = self.side.kept_optimizer is not None
@@ -178,7 +180,7 @@ class PersonalizedClient(NumPyClient):
         sent, keep = self._read(parameters, config)
         store = self._store()
         lost = self._lost(store, config)
-        model = self._load(sent, keep, store)
+        model = self._load(sent, keep, store, split_names(config.get(RELEASE, "")))
         if self.side.personal is not None:
             self._load_personal(model, store, self.side.personal)
         adaptation = None if self.side.adaptation is None else self.side.adaptation(self.cfg)
@@ -278,12 +280,16 @@ class PersonalizedClient(NumPyClient):
     def _store(self) -> dict[str, torch.Tensor]:
         return dict(self.state[STORE].to_torch_state_dict()) if STORE in self.state else {}
 
-    def _load(self, sent: dict[str, np.ndarray], keep: list[str], store: dict[str, torch.Tensor]) -> TargetCNN:
+    def _load(
+        self, sent: dict[str, np.ndarray], keep: list[str], store: dict[str, torch.Tensor], release: list[str]
+    ) -> TargetCNN:
         """The process's target network with every parameter set: kept ones from ``store``
-        (or, the first time, from the method's ``init_kept``), the rest from ``sent``."""
+        (or, the first time, from the method's ``init_kept``), released ones from ``store``
+        if it has them, the rest from ``sent``."""
         model = _target(self.spec, self.cfg.client.channels_last, self.device)
         named = dict(model.named_parameters())
         values = {name: torch.tensor(array) for name, array in sent.items()}
+        values.update({name: store[name] for name in release if name in sent and name in store})
         missing = [name for name in keep if name not in sent and name not in store]
         if missing and self.side.init_kept is not None:
             store = {**self.side.init_kept(self.cfg, self.partition_id), **store}

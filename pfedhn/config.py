@@ -41,31 +41,34 @@ def non_negative(value: Any) -> bool:
 
 BACKENDS = ("inprocess", "ray", "stock")  # simulation.backend; stock: Flower's engine untouched (see pfedhn.simulation)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # simulation.flower_log_level
 
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_clients": (positive_int, "a positive integer"),
     "num_rounds": (positive_int, "a positive integer"),
     "clients_per_round": (positive_int, "a positive integer"),
     "eval_every": (positive_int, "a positive integer"),
-    "seed": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
-    "checkpoint_every": (
-        lambda v: isinstance(v, int) and v >= 0,
-        "a non-negative integer (0: only after the last round)",
-    ),
+    "seed": (non_negative_int, "a non-negative integer"),
+    "checkpoint_every": (non_negative_int, "a non-negative integer (0: only after the last round)"),
+    "progress": (lambda v: isinstance(v, bool), "true or false"),
     "resume": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
     "faults.stop_on_failure": (lambda v: isinstance(v, bool), "true or false"),
     "faults.max_failed_rounds": (non_negative_int, "a non-negative integer (0: no cap)"),
     "faults.round_timeout": (lambda v: v is None or positive(v), "null or a positive number of seconds"),
     "faults.max_update_norm": (lambda v: v is None or positive(v), "null or a positive number"),
     "faults.connect_timeout": (positive, "a positive number of seconds"),
-    "novel.clients": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
-    "novel.rounds": (lambda v: isinstance(v, int) and v >= 0, "a non-negative integer"),
+    "novel.clients": (non_negative_int, "a non-negative integer"),
+    "novel.rounds": (non_negative_int, "a non-negative integer"),
     "novel.lr": (lambda v: v is None or positive(v), "null (the embedding lr) or a positive number"),
     "dataset.num_classes": (positive_int, "a positive integer"),
     "dataset.in_channels": (positive_int, "a positive integer"),
     "dataset.image_size": (lambda v: positive_int(v) and v >= 16, "an integer >= 16"),
     "dataset.classes_per_client": (positive_int, "a positive integer"),
     "dataset.val_size": (positive_int, "a positive integer"),
+    "dataset.prob_low": (positive, "a positive number"),
+    "dataset.prob_high": (positive, "a positive number"),
+    "dataset.root": (lambda v: isinstance(v, str) and v != "", "a directory"),
+    "dataset.download": (lambda v: isinstance(v, bool), "true or false"),
     "client.inner_steps": (positive_int, "a positive integer"),
     "client.epochs": (lambda v: v is None or positive_int(v), "null (use client.inner_steps) or a positive integer"),
     "client.batch_size": (positive_int, "a positive integer"),
@@ -86,6 +89,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "simulation.poll_interval": (positive, "a positive number of seconds"),
     "simulation.client_cpus": (positive, "a positive number"),
     "simulation.client_gpus": (non_negative, "a non-negative number (0: no GPU for the Ray actors)"),
+    "simulation.flower_log_level": (lambda v: v in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
     "device": (
         lambda v: isinstance(v, str) and DEVICE_PATTERN.fullmatch(v) is not None,
         "auto, cpu, cuda, cuda:<i> or mps",
@@ -116,6 +120,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "novel.clients", f"method {cfg.method.name} has no novel-client phase (it would train everything in it)"
         )
+    if not cfg.novel.clients:
+        for key in NOVEL_PHASE_KEYS:
+            if OmegaConf.select(cfg, key) not in (0, None):
+                raise ConfigError(key, "needs novel.clients > 0 (without novel clients there is no novel phase)")
     if cfg.novel.clients:
         if not cfg.clients_per_round <= cfg.novel.clients <= cfg.num_clients - cfg.clients_per_round:
             raise ConfigError(
@@ -127,7 +135,12 @@ def validate(cfg: DictConfig) -> None:
     device(cfg)  # an unavailable device fails here, before any data is loaded
     if cfg.simulation.client_gpus and cfg.simulation.backend != "ray":
         raise ConfigError("simulation.client_gpus", "GPU fractions need simulation.backend=ray")
-    if not 0 < cfg.dataset.prob_low <= cfg.dataset.prob_high:
+    if cfg.dataset.classes_per_client > cfg.dataset.num_classes:
+        raise ConfigError(
+            "dataset.classes_per_client",
+            f"{cfg.dataset.classes_per_client} classes per client, but the dataset has only {cfg.dataset.num_classes}",
+        )
+    if not cfg.dataset.prob_low <= cfg.dataset.prob_high:
         raise ConfigError("dataset.prob_low", "need 0 < dataset.prob_low <= dataset.prob_high")
     for key in ("dataset.mean", "dataset.std"):
         if len(OmegaConf.select(cfg, key)) != cfg.dataset.in_channels:
@@ -299,8 +312,14 @@ def compose(overrides: list[str]) -> DictConfig:
 
 def from_run_config(run_config: dict[str, Any]) -> DictConfig:
     """The config of a ``flwr run``: ``conf/`` composed with the run config's
-    ``overrides`` (a space-separated string of Hydra overrides)."""
+    ``overrides`` (a space-separated string of Hydra overrides). ``resume`` is refused:
+    every ``flwr run`` is a new run with its own directory (the ServerApp loads no
+    checkpoint; resuming would also have to put the clients' stores back on the SuperNodes)."""
     cfg = compose(str(run_config.get("overrides", "")).split())
     validate(cfg)
+    if cfg.resume is not None:
+        raise ConfigError(
+            "resume", "flwr run starts a new run each time; resume runs of python -m pfedhn.main (the simulation)"
+        )
     resolve_threads(cfg, concurrent_runs=1)
     return cfg

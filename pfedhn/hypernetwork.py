@@ -64,7 +64,8 @@ def hypernetwork_gradients(
     delta: Mapping[str, torch.Tensor],
     params: list[nn.Parameter] | None = None,
 ) -> list[torch.Tensor]:
-    """Gradients of ½‖h(v_client; φ) − (h(v_client; φ) + delta)‖² w.r.t. ``params`` (default: all).
+    """Gradients of ½‖h(v_client; φ) − θ_trained‖² w.r.t. ``params`` (default: all), θ_trained
+    = θ̃ + delta held fixed.
 
     ``delta`` is θ_trained − θ̃ as the client returns it. The vector–Jacobian
     product ``(∂θ̃/∂φ)ᵀ (θ̃ − θ_trained)`` is the official code's update: a

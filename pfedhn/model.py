@@ -56,6 +56,9 @@ def parameter_shapes(spec: ModelSpec, personal_head: bool) -> dict[str, torch.Si
     """Name → shape of the tensors the server generates, in the target's order.
 
     With ``personal_head`` the ``head.*`` tensors are left out: the client owns them.
+    It draws from torch's global RNG (the probe network's initialization), and pFedHN's
+    builder calls it between seeding and the hypernetwork's initialization, so every
+    landed pFedHN result depends on that draw: keep it, or accept that they all change.
     """
     return {
         name: param.shape
@@ -68,3 +71,12 @@ def head_names(spec: ModelSpec) -> tuple[str, ...]:
     """Names of the classifier head's parameters (``head.weight``, ``head.bias``); draws no random numbers."""
     with torch.random.fork_rng():
         return tuple(name for name, _ in TargetCNN(spec).named_parameters() if name.startswith(HEAD_PREFIX))
+
+
+def layers(spec: ModelSpec) -> dict[str, list[str]]:
+    """Layer (``conv1``, ..., ``head``) → names of its tensors, in the target's order; draws no random numbers."""
+    grouped: dict[str, list[str]] = {}
+    with torch.random.fork_rng():
+        for name, _ in TargetCNN(spec).named_parameters():
+            grouped.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    return grouped

@@ -1,4 +1,4 @@
-"""The ServerApp: the strategy (hypernetwork and embeddings) runs here."""
+"""The ServerApp: the method's strategy (e.g. pFedHN's hypernetwork and embeddings) runs here."""
 
 from __future__ import annotations
 

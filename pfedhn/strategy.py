@@ -1,11 +1,11 @@
 """The shared base of the personalized strategies: identity, sampling, evaluation.
 
-Every method here sends each client its *own* model, so the server must know
-which Flower client holds which data partition. Flower's node ids are random
-and its client list has no order, so before the first round the strategy asks
-every client for its partition id (``get_properties``) and keeps the map; each
-instruction then carries the partition id it was made for, and the client
-refuses one that is not its own.
+A method may send each client its *own* model (pFedHN, pFedLA) or keep state
+per client, so the server must know which Flower client holds which data
+partition. Flower's node ids are random and its client list has no order, so
+before the first round the strategy asks every client for its partition id
+(``get_properties``) and keeps the map; each instruction then carries the
+partition id it was made for, and the client refuses one that is not its own.
 
 What a client keeps is the method's choice, made per instruction: a
 ``ClientModel`` names the arrays sent and the parameters the client takes from
@@ -57,6 +57,7 @@ SERVER_ROUND = "server_round"
 # instruction config keys, each a comma-joined list of parameter names:
 SENT = "sent"  # the instruction's arrays, in order
 KEEP = "keep"  # parameters the client takes from its own store, trains and keeps (never returned)
+RELEASE = "release"  # sent parameters the client trains from its own stored value instead, then stops keeping
 RESTORE = "restore"  # trailing arrays: the client's own state from a checkpoint, to put back in its store
 KEPT = "kept"  # get_properties: the names in the client's store, in get_parameters' order
 PARTITIONS = "num_partitions"  # get_properties: how many partitions the client's node splits the data into
@@ -78,10 +79,14 @@ class ClientModel:
     """What one client receives: ``arrays`` (parameter name → array, in the target's order)
     and ``keep``, the parameters it takes from its own store instead. A name in both
     tells the client to replace its stored value with the sent one (a method that moves
-    a parameter into the client's keeping sends its current value once)."""
+    a parameter into the client's keeping sends its current value once). ``release``
+    moves a kept parameter out of the client's keeping: the client trains it from its
+    stored value, returns its change against the sent array (the server's copy, so the
+    server gets the trained value back) and drops it from its store."""
 
     arrays: dict[str, np.ndarray]
     keep: tuple[str, ...] = ()
+    release: tuple[str, ...] = ()
 
     @property
     def returned(self) -> list[str]:
@@ -141,7 +146,7 @@ def is_eval_round(server_round: int, eval_every: int, last_rounds: tuple[int, ..
 
 
 class PersonalizedStrategy(Strategy):
-    """Base of strategies that keep one personalized model per client on the server.
+    """Base of this package's strategies (personalized or not: FedAvg sends one global model).
 
     A subclass says what a client gets (``client_model``) and what the
     server does with the returned updates (``apply_updates``); this class samples
@@ -273,6 +278,10 @@ class PersonalizedStrategy(Strategy):
     def load_server_state(self, state: dict[str, Any]) -> None:
         """Inverse of ``server_state``."""
 
+    def clients_failed(self, clients: list[int]) -> None:
+        """These clients' last instruction failed or its result was rejected: a method that
+        counts on what they keep (and does not send) may want to send it again. Nothing by default."""
+
     def report(self) -> dict[str, Any]:
         """The method's state worth keeping in ``results.json`` (refreshed at every evaluation);
         JSON-serializable. Nothing by default."""
@@ -383,11 +392,12 @@ class PersonalizedStrategy(Strategy):
             except RejectedResult as error:
                 reasons.append(f"result rejected: {error}")
                 continue
-            self._note_store(server_round, "fit", client, res.metrics)
+            self._note_store(server_round, client, res.metrics)
             self._note_timing(server_round, "fit", client, res.metrics)
         failed = [c for c in asked if c not in updates]
         self._awaited = {}
         self.last_round = server_round
+        self.clients_failed(failed)
         self._after_round(server_round, "fit", failed, reasons)
         metrics: dict[str, Scalar] = {}
         if updates:
@@ -431,9 +441,10 @@ class PersonalizedStrategy(Strategy):
                 reasons.append(f"result rejected: {error}")
                 continue
             by_client[client] = res.metrics
-            self._note_store(server_round, "evaluate", client, res.metrics)
+            self._note_store(server_round, client, res.metrics)
             self._note_timing(server_round, "evaluate", client, res.metrics)
         missing = [c for c in range(self.num_clients) if c not in by_client]
+        self.clients_failed(missing)
         self._after_round(server_round, "evaluate", missing, reasons)
         if missing:
             log(WARNING, "round %s: evaluation missed %d client(s); not recorded", server_round, len(missing))
@@ -493,7 +504,7 @@ class PersonalizedStrategy(Strategy):
         if self.results_path is not None:
             self.history.write(self.results_path, finished=True)
 
-    def _note_store(self, server_round: int, stage: str, client: int, metrics: dict[str, Scalar]) -> None:
+    def _note_store(self, server_round: int, client: int, metrics: dict[str, Scalar]) -> None:
         """Keep track of which clients hold a store; record a client that lost its own (its
         node restarted: Flower keeps ``Context.state`` in memory only)."""
         if metrics.get(LOST):
@@ -536,6 +547,7 @@ class PersonalizedStrategy(Strategy):
             SERVER_ROUND: server_round,
             SENT: join_names(list(model.arrays)),
             KEEP: join_names(model.keep),
+            RELEASE: join_names(model.release),
             RESTORE: join_names(list(restore)),
             HOLDS: int(client in self._holding),
         }

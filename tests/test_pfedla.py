@@ -11,6 +11,7 @@ import torch
 from flwr.app import RecordDict
 from flwr.common import ndarrays_to_parameters
 
+from pfedhn import config
 from pfedhn.client_app import PersonalizedClient
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
@@ -100,15 +101,19 @@ def test_the_order_of_the_clients_in_a_round_does_not_matter(data_root: Path) ->
         for client in order:
             strategy.message(client, 2, training=True)
         strategy.apply_updates(2, {client: deltas[client] for client in order})
-        return strategy.server_state()
+        return copy.deepcopy(strategy.server_state())  # its tensors alias the live parameters
 
-    forward, backward, alone = state_after([3, 0, 2]), state_after([2, 0, 3]), state_after([0])
-    for name, tensor in forward["weights"].items():
-        assert torch.equal(tensor, backward["weights"][name]), name
-        if name.startswith("0."):  # HN_0 stepped as if it were alone in the round
-            assert torch.equal(tensor, alone["weights"][name]), name
-    for name, tensor in forward["models"].items():
-        assert torch.equal(tensor, backward["models"][name]), name
+    forward, backward = state_after([3, 0, 2]), state_after([2, 0, 3])
+    for part in ("weights", "models"):
+        for name, tensor in forward[part].items():
+            assert torch.equal(tensor, backward[part][name]), name
+    for client in deltas:  # HN_client stepped, and θ_client stored, as if it were alone in the round
+        alone = state_after([client])
+        for name, tensor in forward["weights"].items():
+            if name.startswith(f"{client}."):
+                assert torch.equal(tensor, alone["weights"][name]), name
+        for name, stacked in forward["models"].items():
+            assert torch.equal(stacked[client], alone["models"][name][client]), name
 
 
 def test_an_evaluation_leaves_every_server_tensor_unchanged(data_root: Path) -> None:
@@ -160,8 +165,63 @@ def test_an_all_zero_row_of_scores_means_the_clients_own_layer() -> None:
     assert torch.equal(normalize_rows(scores, own=1), torch.tensor([[0.0, 1.0, 0.0], [0.25, 0.25, 0.5]]))
 
 
-def test_k_equal_to_the_number_of_layers_is_refused_above_and_warned_at(data_root: Path) -> None:
+def test_k_above_the_number_of_layers_is_refused_before_any_data_is_read() -> None:
     from pfedhn.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="method.local_layers: 6 exceeds the 5 layers"):
-        setup(data_root, "method=heurpfedla", "method.local_layers=6")
+    config.validate(compose(["method=heurpfedla", "method.local_layers=5"]))
+    refused = "method.local_layers: must be a non-negative integer, at most the target's 5 layers"
+    with pytest.raises(ConfigError, match=refused):
+        config.validate(compose(["method=heurpfedla", "method.local_layers=6"]))
+
+
+def test_a_heurpfedla_client_whose_node_restarted_is_sent_its_local_layers_again(data_root: Path) -> None:
+    """Flower keeps Context.state in memory: a restarted node has lost the layers only it held.
+    Its fit fails once; the server then sends its own copies of them, and the next fit trains."""
+    cfg, heur = setup(data_root, "method=heurpfedla", "method.local_layers=2")
+    heur.apply_updates(1, {1: fit(cfg, heur, 1, 1, RecordDict())})
+    assert heur.holds[1]
+    with pytest.raises(RuntimeError, match="keeps no .* and was not sent it"):
+        fit(cfg, heur, 1, 2, RecordDict())  # the node restarted
+    heur._awaited = {1: 0}
+    heur.aggregate_fit(2, [], [RuntimeError("keeps no conv1.weight and was not sent it")])
+    assert 1 not in heur.holds
+    model = heur.client_model(1, 3, training=True)
+    assert model.keep and set(model.keep) <= set(model.arrays)  # its local layers, sent once more
+    heur.apply_updates(3, {1: fit(cfg, heur, 1, 3, RecordDict())})
+    assert heur.holds[1]
+
+
+def test_a_layer_leaving_the_top_k_brings_its_local_training_back_to_the_server(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HeurpFedLA: a held layer that α moves out of the top K is trained once more from the
+    client's own copy, and the server stores that trained value (not one trained from its stale
+    copy); then it is aggregated again. Evaluations in between use the client's copy."""
+    cfg, heur = setup(data_root, "method=heurpfedla", "method.local_layers=1")
+    state = RecordDict()
+    monkeypatch.setattr(heur, "local_layers_of", lambda client, alpha: ["head"])
+    heur.apply_updates(1, {1: fit(cfg, heur, 1, 1, state)})
+    held = dict(state["kept"].to_torch_state_dict())
+    assert set(held) == {"head.weight", "head.bias"}
+    assert not torch.equal(held["head.weight"], heur.models.of(1)["head.weight"])  # trained on the client only
+    evaluated = heur.client_model(1, 2, training=False)
+    assert {"head.weight", "head.bias"} <= set(evaluated.keep) and "head.weight" not in evaluated.arrays
+    monkeypatch.setattr(heur, "local_layers_of", lambda client, alpha: ["conv1"])
+    model = heur.client_model(1, 2, training=True)
+    assert model.release == ("head.weight", "head.bias") and set(model.keep) == {"conv1.weight", "conv1.bias"}
+    # what the server must end with: the client's training of round 2 started from its own head
+    arrays, config = heur.message(1, 2, training=True)
+    from_own = {**dict(zip(config["sent"].split(","), arrays)), **{n: t.numpy() for n, t in held.items()}}
+    reference = copy.deepcopy(state)
+    client = PersonalizedClient(1, cfg, reference)
+    names = config["sent"].split(",")
+    changes = client.fit([from_own[n] for n in names], {**config, "release": ""})[0]
+    expected = {n: from_own[n] + c for n, c in zip(model.returned, changes, strict=True) if n.startswith("head.")}
+    assert set(expected) == {"head.weight", "head.bias"}
+    heur.apply_updates(2, {1: heur.named_update(1, PersonalizedClient(1, cfg, state).fit(arrays, config)[0])})
+    stored = heur.models.of(1)
+    for name, value in expected.items():
+        assert np.allclose(stored[name].numpy(), value, atol=1e-6), name
+    assert set(state["kept"].to_torch_state_dict()) == {"conv1.weight", "conv1.bias"}  # the head is no longer kept
+    assert heur.holds[1] == ("conv1.weight", "conv1.bias")
+    assert heur.report()["releases"] == [0, 1, 0, 0]

@@ -69,3 +69,31 @@ def test_only_per_fedavg_steps_without_momentum_and_the_command_line_wins(method
     for key in ("lr", "weight_decay", "grad_clip", "batch_size", "inner_steps"):
         assert cfg.client[key] == shared.client[key], key
     assert config.compose([f"method={method}", "client.momentum=0.5"]).client.momentum == 0.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["novel.rounds=5"], "novel.rounds: needs novel.clients > 0"),
+        (["novel.lr=0.1"], "novel.lr: needs novel.clients > 0"),
+        (["seed=true"], "seed: must be a non-negative integer, got True"),
+        (["checkpoint_every=true"], "checkpoint_every: must be a non-negative integer"),
+        (["simulation.flower_log_level=LOUD"], "simulation.flower_log_level: must be one of DEBUG"),
+        (["dataset.prob_high=high"], "dataset.prob_high: must be a positive number"),
+        (["dataset.classes_per_client=11"], "dataset.classes_per_client: 11 classes per client, but the dataset"),
+    ],
+)
+def test_a_bad_value_is_refused_by_name_before_any_data_is_read(overrides: list[str], message: str) -> None:
+    from pfedhn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        config.validate(config.compose(overrides))
+
+
+def test_flwr_run_refuses_resume_by_name() -> None:
+    """Each flwr run is a new run: a resume= it cannot honour must not start a fresh run silently."""
+    from pfedhn.errors import ConfigError
+
+    config.from_run_config({"overrides": "num_rounds=2"})
+    with pytest.raises(ConfigError, match="resume: flwr run starts a new run each time"):
+        config.from_run_config({"overrides": "num_rounds=2 resume=/tmp/some-run"})

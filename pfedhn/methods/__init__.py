@@ -21,7 +21,7 @@ from pfedhn.methods.lgfedavg import build_lgfedavg
 from pfedhn.methods.local import build_local
 from pfedhn.methods.perfedavg import PERFEDAVG_CHECKS, build_perfedavg, perfedavg_client_side
 from pfedhn.methods.pfedhn import build_pfedhn, pfedhn_checks, pfedhn_client_side
-from pfedhn.methods.pfedla import PFEDLA_CHECKS, build_pfedla, pfedla_client_side
+from pfedhn.methods.pfedla import build_pfedla, pfedla_checks, pfedla_client_side
 from pfedhn.methods.pfedme import PFEDME_CHECKS, build_pfedme, pfedme_client_side
 from pfedhn.strategy import ClientSide, PersonalizedStrategy
 
@@ -40,7 +40,7 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "pfedhn": Method(build_pfedhn, pfedhn_client_side, pfedhn_checks, multi_size=True, novel_phase=True),
-    "pfedla": Method(build_pfedla, pfedla_client_side, lambda cfg: PFEDLA_CHECKS),
+    "pfedla": Method(build_pfedla, pfedla_client_side, pfedla_checks),
     "local": Method(build_local, kept_from_initial_side, lambda cfg: {}),
     "fedavg": Method(build_fedavg, fedavg_client_side, lambda cfg: FEDAVG_CHECKS),
     "fedper": Method(build_fedper, kept_from_initial_side, lambda cfg: {}),

@@ -95,8 +95,9 @@ class PFedHN(PersonalizedStrategy):
         updates: dict[int, dict[str, np.ndarray]],
         num_examples: dict[int, int] | None = None,
     ) -> dict[str, Scalar]:
-        """One hypernetwork step from the returned deltas (averaged with equal weights if several
-        clients, as the official code; ``num_examples`` is not used)."""
+        """One hypernetwork step from the returned deltas (the official code's, for its one client
+        per round; with several, their gradients averaged with equal weights, this package's
+        extension; ``num_examples`` is not used)."""
         deltas = {
             client: {self._prefix(client) + name: torch.from_numpy(a).to(self.device) for name, a in arrays.items()}
             for client, arrays in updates.items()

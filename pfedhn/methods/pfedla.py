@@ -14,9 +14,9 @@ from torch import nn
 
 from pfedhn import config
 from pfedhn.aggregation import StoredModels
-from pfedhn.errors import ConfigError
 from pfedhn.hypernetwork import LayerWeights, normalize_rows
 from pfedhn.model import TargetCNN
+from pfedhn.model import layers as target_layers
 from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
 
 
@@ -40,7 +40,12 @@ class PFedLA(PersonalizedStrategy):
     largest self-weight α_ii^l stay local: the client keeps and trains its own
     copy (``ClientModel.keep``), which is neither sent nor uploaded (sent once if
     the client does not hold it yet) and is left out of the hypernetwork update;
-    the server's copy of such a layer is then the last one the client uploaded.
+    meanwhile the server's copy of such a layer, which the other clients aggregate,
+    is the last one the client uploaded. When α moves a held layer out of the top K,
+    the client trains it one more round from its own copy and returns its change
+    against the server's copy (``ClientModel.release``), so its training while the
+    layer was local reaches the server; that round leaves it out of the hypernetwork
+    update too, and from the next one it is aggregated.
 
     Parameters
     ----------
@@ -83,7 +88,8 @@ class PFedLA(PersonalizedStrategy):
         self.optimizers = optimizers
         self.local_layers = local_layers
         self.holds: dict[int, tuple[str, ...]] = {}  # client → tensors it keeps (its last fit's local layers)
-        self._local: dict[int, list[str]] = {}  # client → local layers of the fit instruction it was sent
+        self._local: dict[int, tuple[list[str], list[str]]] = {}  # client → (local, released) layers of its fit
+        self.releases = [0] * self.num_clients  # client → fits in which a held layer left its top K
 
     def __repr__(self) -> str:
         size = sum(p.numel() for p in self.weights[0].parameters())
@@ -105,7 +111,7 @@ class PFedLA(PersonalizedStrategy):
         order = sorted(range(len(own)), key=lambda layer: (-float(own[layer]), layer))[: self.local_layers]
         return [name for index, name in enumerate(self.layers) if index in order]
 
-    def aggregate(self, client: int, alpha: torch.Tensor, skip: list[str]) -> dict[str, torch.Tensor]:
+    def aggregate(self, alpha: torch.Tensor, skip: list[str]) -> dict[str, torch.Tensor]:
         """θ̄_client for every tensor of the layers not in ``skip``: Σ_j α^l_j θ_j."""
         per_tensor = {
             name: alpha[index]
@@ -119,21 +125,27 @@ class PFedLA(PersonalizedStrategy):
 
     @torch.no_grad()
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
+        """θ̄_client for the aggregated layers; HeurpFedLA: its local layers kept (sent once), and a
+        held layer that left the top K released (training) or still taken from the client (evaluation)."""
         alpha = self.alpha(client)
         local = self.local_layers_of(client, alpha)
-        aggregated = self.aggregate(client, alpha, skip=local)
-        keep = tuple(name for layer in local for name in self.layers[layer])
+        held = self.holds.get(client, ())
+        released = [layer for layer, names in self.layers.items() if layer not in local and set(names) & set(held)]
+        aggregated = self.aggregate(alpha, skip=local + released)
+        keep = [name for layer in local for name in self.layers[layer]]
+        released_names = [name for layer in released for name in self.layers[layer]]
         own = self.models.of(client)
         arrays = {}
         for names in self.layers.values():
             for name in names:
                 if name in aggregated:
                     arrays[name] = aggregated[name].cpu().numpy()
-                elif name not in self.holds.get(client, ()):
-                    arrays[name] = own[name].cpu().numpy()  # a layer just made local: its value, sent once
-        if training:
-            self._local[client] = local
-        return ClientModel(arrays, keep=keep)
+                elif name not in held or (training and name in released_names):
+                    arrays[name] = own[name].cpu().numpy()  # just made local (sent once), or released
+        if not training:
+            return ClientModel(arrays, keep=tuple(keep + released_names))  # the client's own copies
+        self._local[client] = (local, released)
+        return ClientModel(arrays, keep=tuple(keep), release=tuple(released_names))
 
     def apply_updates(
         self,
@@ -146,10 +158,13 @@ class PFedLA(PersonalizedStrategy):
         trained: dict[int, dict[str, torch.Tensor]] = {}
         norms = []
         for client, deltas in sorted(updates.items()):
-            local = self._local.pop(client)
-            norm, trained[client] = self.hypernetwork_step(
-                client, {n: torch.from_numpy(d).to(self.models.device) for n, d in deltas.items()}, local
-            )
+            local, released = self._local.pop(client)
+            changes = {n: torch.from_numpy(d).to(self.models.device) for n, d in deltas.items()}
+            own = self.models.of(client)
+            returned_whole = {n: own[n] + changes.pop(n) for layer in released for n in self.layers[layer]}
+            norm, trained[client] = self.hypernetwork_step(client, changes, local + released)
+            trained[client].update(returned_whole)
+            self.releases[client] += bool(released)
             norms.append(norm)
             self.holds[client] = tuple(name for layer in local for name in self.layers[layer])
         for client, tensors in trained.items():
@@ -165,7 +180,7 @@ class PFedLA(PersonalizedStrategy):
         optimizer.zero_grad(set_to_none=True)
         params = list(self.weights[client].parameters())
         with torch.enable_grad():
-            aggregated = self.aggregate(client, self.alpha(client), skip=local)
+            aggregated = self.aggregate(self.alpha(client), skip=local)
             if set(aggregated) != set(deltas):
                 raise ValueError(f"client {client} returned {sorted(deltas)}, expected {sorted(aggregated)}")
             names = list(aggregated)
@@ -178,11 +193,23 @@ class PFedLA(PersonalizedStrategy):
         optimizer.step()
         return norm, {n: aggregated[n].detach() + deltas[n] for n in names}
 
+    def clients_failed(self, clients: list[int]) -> None:
+        """A client that failed may have lost its local layers (a restarted node comes back
+        without ``Context.state``): the server sends its own copies of them again, and the
+        client's copies, if it still has them, are replaced by those."""
+        for client in clients:
+            self.holds.pop(client, None)
+
     @torch.no_grad()
     def report(self) -> dict[str, Any]:
-        """``alpha``: layer → α as a (client, client) nested list; row i is α_i."""
+        """``alpha``: layer → α as a (client, client) nested list; row i is α_i. HeurpFedLA:
+        ``releases``, per client the fits so far in which a held layer left its top K."""
         alphas = torch.stack([self.alpha(client) for client in range(self.num_clients)])  # (clients, layers, clients)
-        return {"alpha": {layer: alphas[:, index].tolist() for index, layer in enumerate(self.layers)}}
+        alpha = {layer: alphas[:, index].tolist() for index, layer in enumerate(self.layers)}
+        report: dict[str, Any] = {"alpha": alpha}
+        if self.local_layers:
+            report["releases"] = list(self.releases)
+        return report
 
     # ------------------------------------------------------------------ state
 
@@ -193,6 +220,7 @@ class PFedLA(PersonalizedStrategy):
             "weights": self.weights.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "holds": {str(c): ",".join(names) for c, names in self.holds.items()},
+            "releases": list(self.releases),
         }
 
     def load_server_state(self, state: dict[str, Any]) -> None:
@@ -201,6 +229,7 @@ class PFedLA(PersonalizedStrategy):
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
         self.holds = {int(c): tuple(n for n in names.split(",") if n) for c, names in state["holds"].items()}
+        self.releases = list(state.get("releases", [0] * self.num_clients))  # absent before 2026-12-02
 
 
 def pfedla_client_side(cfg: Any) -> ClientSide:
@@ -216,11 +245,7 @@ def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
     """
     device = config.device(cfg)
     initial = {name: p.detach().to(device) for name, p in TargetCNN(config.model_spec(cfg)).named_parameters()}
-    layers: dict[str, list[str]] = {}
-    for name in initial:
-        layers.setdefault(name.rsplit(".", 1)[0], []).append(name)
-    if cfg.method.local_layers > len(layers):
-        raise ConfigError("method.local_layers", f"{cfg.method.local_layers} exceeds the {len(layers)} layers")
+    layers = target_layers(config.model_spec(cfg))
     hn, server = cfg.method.hypernetwork, cfg.method.server
     weights = nn.ModuleList(
         LayerWeights(len(layers), cfg.num_clients, hn.embed_dim, hn.hidden_dim, hn.n_hidden)
@@ -237,8 +262,19 @@ def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
     )
 
 
+def pfedla_checks(cfg: DictConfig) -> config.Checks:
+    """pFedLA's keys; HeurpFedLA's K at most the target's number of layers."""
+    count = len(target_layers(config.model_spec(cfg)))
+    return {
+        "method.local_layers": (
+            lambda k: config.non_negative_int(k) and k <= count,
+            f"a non-negative integer, at most the target's {count} layers (HeurpFedLA's K; 0: pFedLA)",
+        ),
+        **PFEDLA_CHECKS,
+    }
+
+
 PFEDLA_CHECKS: config.Checks = {
-    "method.local_layers": (config.non_negative_int, "a non-negative integer (HeurpFedLA's K; 0: pFedLA)"),
     "method.hypernetwork.embed_dim": (config.positive_int, "a positive integer"),
     "method.hypernetwork.hidden_dim": (config.positive_int, "a positive integer"),
     "method.hypernetwork.n_hidden": (config.non_negative_int, "a non-negative integer"),
