@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pfedhn import config
 from tests.conftest import ROOT, tiny_overrides
 
 SCRIPT = ROOT / "docs" / "scripts" / "run_queue.sh"
@@ -110,3 +113,16 @@ def test_a_job_landed_in_the_checkout_is_not_run_again_in_an_empty_runs_dir(tmp_
     assert starts(runs) == [] and "no job left" in (runs / "worker-A.log").read_text()
     assert status(jobs, runs, landed) == {"done": "finished  round 2/2  test 50.00 % (best validation at round 2)"}
     assert status(jobs, runs) == {"done": "waiting"}  # nothing landed: the same job waits
+
+
+def test_every_job_of_the_committed_queue_is_a_valid_config() -> None:
+    """A typo in docs/scripts/queue.txt would cost a worker its slot hours later: each job's
+    overrides compose and validate now (with the worker's own thread override)."""
+    jobs = [line.split() for line in (ROOT / "docs" / "scripts" / "queue.txt").read_text().splitlines()]
+    jobs = [words for words in jobs if words and not words[0].startswith("#")]
+    assert len({words[0] for words in jobs}) == len(jobs), "a job name appears twice"
+    for name, *overrides in jobs:
+        try:
+            config.validate(config.compose([*overrides, "simulation.threads=1"]))
+        except Exception as error:
+            pytest.fail(f"{name}: {error}")
