@@ -279,8 +279,9 @@ class PersonalizedStrategy(Strategy):
         """Inverse of ``server_state``."""
 
     def clients_failed(self, clients: list[int]) -> None:
-        """These clients' last instruction failed or its result was rejected: a method that
-        counts on what they keep (and does not send) may want to send it again. Nothing by default."""
+        """These clients' fit failed or its result was rejected (their store may be gone or bad;
+        an evaluation changes no store, so its failures do not come here): a method that counts
+        on what they keep (and does not send) may want to send it again. Nothing by default."""
 
     def report(self) -> dict[str, Any]:
         """The method's state worth keeping in ``results.json`` (refreshed at every evaluation);
@@ -444,7 +445,6 @@ class PersonalizedStrategy(Strategy):
             self._note_store(server_round, client, res.metrics)
             self._note_timing(server_round, "evaluate", client, res.metrics)
         missing = [c for c in range(self.num_clients) if c not in by_client]
-        self.clients_failed(missing)
         self._after_round(server_round, "evaluate", missing, reasons)
         if missing:
             log(WARNING, "round %s: evaluation missed %d client(s); not recorded", server_round, len(missing))

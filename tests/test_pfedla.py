@@ -182,6 +182,8 @@ def test_a_heurpfedla_client_whose_node_restarted_is_sent_its_local_layers_again
     assert heur.holds[1]
     with pytest.raises(RuntimeError, match="keeps no .* and was not sent it"):
         fit(cfg, heur, 1, 2, RecordDict())  # the node restarted
+    heur.aggregate_evaluate(2, [], [RuntimeError("keeps no conv1.weight and was not sent it")])
+    assert heur.holds[1]  # an evaluation changes no store: its failure leaves what the client holds
     heur._awaited = {1: 0}
     heur.aggregate_fit(2, [], [RuntimeError("keeps no conv1.weight and was not sent it")])
     assert 1 not in heur.holds
@@ -207,6 +209,8 @@ def test_a_layer_leaving_the_top_k_brings_its_local_training_back_to_the_server(
     evaluated = heur.client_model(1, 2, training=False)
     assert {"head.weight", "head.bias"} <= set(evaluated.keep) and "head.weight" not in evaluated.arrays
     monkeypatch.setattr(heur, "local_layers_of", lambda client, alpha: ["conv1"])
+    evaluated = heur.client_model(1, 2, training=False)  # released at the next fit, still the client's now
+    assert {"head.weight", "head.bias"} <= set(evaluated.keep) and "head.weight" not in evaluated.arrays
     model = heur.client_model(1, 2, training=True)
     assert model.release == ("head.weight", "head.bias") and set(model.keep) == {"conv1.weight", "conv1.bias"}
     # what the server must end with: the client's training of round 2 started from its own head
@@ -225,3 +229,25 @@ def test_a_layer_leaving_the_top_k_brings_its_local_training_back_to_the_server(
     assert set(state["kept"].to_torch_state_dict()) == {"conv1.weight", "conv1.bias"}  # the head is no longer kept
     assert heur.holds[1] == ("conv1.weight", "conv1.bias")
     assert heur.report()["releases"] == [0, 1, 0, 0]
+    aggregated = heur.client_model(1, 3, training=True)  # from now on the head is aggregated
+    assert "head.weight" in aggregated.returned and not {"head.weight"} & set(aggregated.keep + aggregated.release)
+
+
+def test_a_heurpfedla_checkpoint_keeps_its_release_count_and_one_from_before_the_release_is_refused(
+    data_root: Path,
+) -> None:
+    from pfedhn.errors import ConfigError
+
+    _, heur = setup(data_root, "method=heurpfedla")
+    heur.releases = [0, 2, 0, 1]
+    state = copy.deepcopy(heur.server_state())
+    heur.releases = [0] * NUM_CLIENTS
+    heur.load_server_state(state)
+    assert heur.releases == [0, 2, 0, 1]
+    del state["releases"]  # a checkpoint of the code before commit f5df947
+    with pytest.raises(ConfigError, match="resume: this HeurpFedLA checkpoint predates the release"):
+        heur.load_server_state(state)
+    _, plain = setup(data_root)
+    plain_state = plain.server_state()
+    del plain_state["releases"]
+    plain.load_server_state(plain_state)  # pFedLA releases nothing: its old checkpoints still resume

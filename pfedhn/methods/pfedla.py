@@ -14,6 +14,7 @@ from torch import nn
 
 from pfedhn import config
 from pfedhn.aggregation import StoredModels
+from pfedhn.errors import ConfigError
 from pfedhn.hypernetwork import LayerWeights, normalize_rows
 from pfedhn.model import TargetCNN
 from pfedhn.model import layers as target_layers
@@ -194,9 +195,10 @@ class PFedLA(PersonalizedStrategy):
         return norm, {n: aggregated[n].detach() + deltas[n] for n in names}
 
     def clients_failed(self, clients: list[int]) -> None:
-        """A client that failed may have lost its local layers (a restarted node comes back
-        without ``Context.state``): the server sends its own copies of them again, and the
-        client's copies, if it still has them, are replaced by those."""
+        """A client whose fit failed may have lost its local layers (a restarted node comes back
+        without ``Context.state``) or hold bad ones (a rejected result): the server sends its own
+        copies of them again, and the client's copies, if it still has them, are replaced by those
+        (what it trained since it last uploaded them is lost)."""
         for client in clients:
             self.holds.pop(client, None)
 
@@ -229,7 +231,13 @@ class PFedLA(PersonalizedStrategy):
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
         self.holds = {int(c): tuple(n for n in names.split(",") if n) for c, names in state["holds"].items()}
-        self.releases = list(state.get("releases", [0] * self.num_clients))  # absent before 2026-12-02
+        if "releases" not in state and self.local_layers:
+            raise ConfigError(
+                "resume",
+                "this HeurpFedLA checkpoint predates the release of layers leaving the top K (commit f5df947); "
+                "resume it with the package code it ran on",
+            )
+        self.releases = list(state.get("releases", [0] * self.num_clients))
 
 
 def pfedla_client_side(cfg: Any) -> ClientSide:
