@@ -120,16 +120,16 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "novel.clients", f"method {cfg.method.name} has no novel-client phase (it would train everything in it)"
         )
-    if not cfg.novel.clients:
-        for key in NOVEL_PHASE_KEYS:
-            if OmegaConf.select(cfg, key) not in (0, None):
-                raise ConfigError(key, "needs novel.clients > 0 (without novel clients there is no novel phase)")
     if cfg.novel.clients:
         if not cfg.clients_per_round <= cfg.novel.clients <= cfg.num_clients - cfg.clients_per_round:
             raise ConfigError(
                 "novel.clients",
                 f"{cfg.novel.clients} leaves fewer than clients_per_round={cfg.clients_per_round} clients in a group",
             )
+    else:
+        for key in NOVEL_PHASE_KEYS:
+            if OmegaConf.select(cfg, key) not in (0, None):
+                raise ConfigError(key, "needs novel.clients > 0 (without novel clients there is no novel phase)")
     if cfg.model.sizes and not method.multi_size:
         raise ConfigError("model.sizes", f"method {cfg.method.name} has one target size; pFedHN generates several")
     device(cfg)  # an unavailable device fails here, before any data is loaded

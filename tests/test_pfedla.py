@@ -16,6 +16,7 @@ from pfedhn.client_app import PersonalizedClient
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
 from pfedhn.methods.pfedla import PFedLA
+from pfedhn.strategy import split_names
 from tests.conftest import tiny_overrides
 
 NUM_CLIENTS = 4
@@ -215,10 +216,9 @@ def test_a_layer_leaving_the_top_k_brings_its_local_training_back_to_the_server(
     assert model.release == ("head.weight", "head.bias") and set(model.keep) == {"conv1.weight", "conv1.bias"}
     # what the server must end with: the client's training of round 2 started from its own head
     arrays, config = heur.message(1, 2, training=True)
-    from_own = {**dict(zip(config["sent"].split(","), arrays)), **{n: t.numpy() for n, t in held.items()}}
-    reference = copy.deepcopy(state)
-    client = PersonalizedClient(1, cfg, reference)
-    names = config["sent"].split(",")
+    names = split_names(config["sent"])
+    from_own = {**dict(zip(names, arrays)), **{n: t.numpy() for n, t in held.items()}}
+    client = PersonalizedClient(1, cfg, copy.deepcopy(state))
     changes = client.fit([from_own[n] for n in names], {**config, "release": ""})[0]
     expected = {n: from_own[n] + c for n, c in zip(model.returned, changes, strict=True) if n.startswith("head.")}
     assert set(expected) == {"head.weight", "head.bias"}

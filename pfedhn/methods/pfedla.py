@@ -251,9 +251,9 @@ def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
     Every client's model starts from one target network drawn from ``torch``'s
     global RNG, then each client's hypernetwork: seed it first.
     """
-    device = config.device(cfg)
-    initial = {name: p.detach().to(device) for name, p in TargetCNN(config.model_spec(cfg)).named_parameters()}
-    layers = target_layers(config.model_spec(cfg))
+    device, spec = config.device(cfg), config.model_spec(cfg)
+    initial = {name: p.detach().to(device) for name, p in TargetCNN(spec).named_parameters()}
+    layers = target_layers(spec)
     hn, server = cfg.method.hypernetwork, cfg.method.server
     weights = nn.ModuleList(
         LayerWeights(len(layers), cfg.num_clients, hn.embed_dim, hn.hidden_dim, hn.n_hidden)
