@@ -220,9 +220,11 @@ def settings_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def _row_order(method: str) -> int:
+def _row_order(method: str) -> tuple[int, str]:
+    """Sort key of a row: its base method's place in ``METHOD_LABELS``, then its key, so a
+    multi-size row follows its one-size row whatever order the rows were found in."""
     base = method.partition("_sizes_")[0]
-    return list(METHOD_LABELS).index(base) if base in METHOD_LABELS else 99
+    return (list(METHOD_LABELS).index(base) if base in METHOD_LABELS else 99), method
 
 
 def provenance_table(runs: list[Run]) -> str:

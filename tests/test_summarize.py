@@ -227,6 +227,14 @@ def test_each_size_is_set_beside_the_same_clients_in_the_one_size_run(tmp_path: 
     assert (tmp_path / "s" / "sizes_multi.png").is_file()
 
 
+def test_a_multi_size_row_follows_its_one_size_row() -> None:
+    from pfedhn.summarize import _row_order
+
+    found = ["pfedhn_pc", "pfedhn_sizes_8_16_32", "pfedme", "pfedhn"]  # in any order, e.g. a set's
+    assert sorted(found, key=_row_order) == ["pfedme", "pfedhn", "pfedhn_sizes_8_16_32", "pfedhn_pc"]
+    assert sorted(reversed(found), key=_row_order) == sorted(found, key=_row_order)
+
+
 def test_a_one_size_run_on_another_split_is_refused_as_twin(tmp_path: Path) -> None:
     write_sized_pair(tmp_path / "runs", twin_counts=[10, 30, 20, 41])
     with pytest.raises(ValueError, match="not the same split"):
