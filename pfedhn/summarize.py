@@ -368,7 +368,7 @@ def _finish_round_axes(ax: plt.Axes, title: str, legend_columns: int) -> None:
 def plot_sizes(run: Run, twin: Run | None, static: Path) -> Path:
     """Each size group's pooled test accuracy vs round (solid), and the same clients in the
     one-size run of the same split (dashed, same colour) where there is one."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     counts = client_test_sizes(run, twin)
     own, theirs = run.result["history"], twin.result["history"] if twin else []
     own_rounds, their_rounds = [e["round"] for e in own], [e["round"] for e in theirs]
@@ -382,10 +382,10 @@ def plot_sizes(run: Run, twin: Run | None, static: Path) -> Path:
                 [100 * group_test_accuracy(e, clients, counts) for e in theirs],
                 color=colour,
                 linestyle="--",
-                label=f"its clients in the one-size run (n_kernels {twin_kernels(twin)})",
+                label=f"same clients, all at n_kernels {twin_kernels(twin)}",
             )
     title = f"{method_label(run.method)}, {dataset_label(run.dataset)}, {run.clients} clients, seed {run.seed}"
-    _finish_round_axes(ax, title, legend_columns=2)
+    _finish_round_axes(ax, title, legend_columns=len(run.result["groups"]))  # a column per group
     return _save(fig, static / f"sizes_{run.path.parent.name}.png")  # one per run
 
 
