@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pfedhn.dataset import LOADERS, DataSettings
+from pfedhn.dataset import LOADERS, SPLIT_STREAMS, DataSettings
 from pfedhn.errors import ConfigError
 from pfedhn.faults import FaultPolicy
 from pfedhn.model import ModelSpec
@@ -69,6 +69,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.prob_high": (positive, "a positive number"),
     "dataset.root": (lambda v: isinstance(v, str) and v != "", "a directory"),
     "dataset.download": (lambda v: isinstance(v, bool), "true or false"),
+    "dataset.split": (lambda v: v in SPLIT_STREAMS, f"one of {', '.join(SPLIT_STREAMS)}"),
     "client.inner_steps": (positive_int, "a positive integer"),
     "client.epochs": (lambda v: v is None or positive_int(v), "null (use client.inner_steps) or a positive integer"),
     "client.batch_size": (positive_int, "a positive integer"),
@@ -271,6 +272,7 @@ def data_settings(cfg: DictConfig) -> DataSettings:
         prob_low=float(d.prob_low),
         prob_high=float(d.prob_high),
         seed=cfg.seed,
+        split=d.split,
     )
 
 

@@ -11,12 +11,19 @@ the same number of clients; per class, ``slots = classes_per_client * N // C + 1
 proportions are drawn from U(0.4, 0.6) and normalized; the clients taking the
 class use them in turn, each slicing ``int(class_size * p)`` shuffled samples.
 The same assignment and proportions apply to train, validation and test.
+
+Two rules draw that split (``dataset.split``): ``pfedhn`` (the default) from one
+numpy ``Generator`` seeded with ``seed``, never giving a client the same class
+twice; ``official`` / ``official_pc`` exactly as the official trainers draw it for
+the same seed (``official_split_streams``), so a run here and the official code's
+run see the same clients.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +65,7 @@ class DataSettings:
     prob_low: float
     prob_high: float
     seed: int
+    split: str  # a key of SPLIT_STREAMS: how the clients' data is drawn
 
 
 @dataclass(frozen=True)
@@ -179,15 +187,17 @@ def assign_classes(
     num_clients: int,
     num_classes: int,
     classes_per_client: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator | np.random.RandomState,
     prob_low: float = 0.4,
     prob_high: float = 0.6,
+    distinct: bool = True,
 ) -> ClassAssignment:
     """The official greedy class assignment with U(low, high) proportions.
 
-    Each client draws ``classes_per_client`` times uniformly among the classes
-    with the most remaining slots. Unlike the official code, a client never
-    draws a class it already holds (the official code can, rarely).
+    First, per class, ``slots`` proportions are drawn and normalized; then each
+    client draws ``classes_per_client`` times uniformly among the classes with the
+    most remaining slots. With ``distinct`` a client never draws a class it already
+    holds; without, it can (rarely), as in the official code.
     """
     if classes_per_client > num_classes:
         raise ConfigError(
@@ -204,7 +214,8 @@ def assign_classes(
     for _ in range(num_clients):
         mine: list[int] = []
         for _ in range(classes_per_client):
-            open_counts = np.where(np.isin(np.arange(num_classes), mine), -1, remaining)
+            held = np.isin(np.arange(num_classes), mine) if distinct else np.zeros(num_classes, dtype=bool)
+            open_counts = np.where(held, -1, remaining)
             best = np.flatnonzero(open_counts == open_counts.max())
             chosen = int(rng.choice(best))
             remaining[chosen] -= 1
@@ -214,16 +225,19 @@ def assign_classes(
     return ClassAssignment(classes, proportions)
 
 
-def split_indices(labels: np.ndarray, assignment: ClassAssignment, rng: np.random.Generator) -> list[np.ndarray]:
+def split_indices(
+    labels: np.ndarray, assignment: ClassAssignment, shuffle: Callable[[np.ndarray], None]
+) -> list[np.ndarray]:
     """Each client's sample indices into ``labels``, following ``assignment``.
 
-    Samples of each class are shuffled, then handed out in client order,
-    ``int(class_size * p)`` at a time. No sample goes to two clients.
+    Each class's sample indices are shuffled in place by ``shuffle``, class 0 first,
+    then handed out in client order, ``int(class_size * p)`` at a time (a class a
+    client holds twice: two slices). No sample goes to two clients.
     """
     by_class = {}
     for c in range(int(labels.max()) + 1):
         members = np.flatnonzero(labels == c)
-        rng.shuffle(members)
+        shuffle(members)
         by_class[c] = members
     class_size = {c: len(members) for c, members in by_class.items()}
     cursor = dict.fromkeys(by_class, 0)
@@ -238,21 +252,25 @@ def split_indices(labels: np.ndarray, assignment: ClassAssignment, rng: np.rando
     return clients
 
 
-def partition(settings: DataSettings, train: ImageSplit, test: ImageSplit, num_classes: int) -> FederatedData:
-    """Hold out validation, assign classes and split train/val/test per client."""
-    if not 0 < settings.val_size < len(train):
-        raise ConfigError(
-            "dataset.val_size", f"{settings.val_size} must be in (0, {len(train)}), the training set size"
-        )
-    if settings.num_clients < 1:
-        raise ConfigError("num_clients", f"must be at least 1, got {settings.num_clients}")
+@dataclass(frozen=True)
+class SplitStreams:
+    """What a split rule draws: the held-out validation set and the class assignment,
+    and how each class's samples are shuffled before slicing.
+
+    ``train_order`` / ``val_order``: indices into the official training set, in the
+    order the split's positions refer to.
+    """
+
+    train_order: np.ndarray
+    val_order: np.ndarray
+    assignment: ClassAssignment
+    shuffle: Callable[[np.ndarray], None]
+
+
+def pfedhn_split_streams(settings: DataSettings, train_size: int, num_classes: int) -> SplitStreams:
+    """This package's rule: everything from one ``numpy.random.Generator(seed)``; distinct classes."""
     rng = np.random.default_rng(settings.seed)
-    order = rng.permutation(len(train))
-    splits = {
-        "train": train.subset(np.sort(order[settings.val_size :])),
-        "val": train.subset(np.sort(order[: settings.val_size])),
-        "test": test,
-    }
+    order = rng.permutation(train_size)
     assignment = assign_classes(
         settings.num_clients,
         num_classes,
@@ -261,9 +279,66 @@ def partition(settings: DataSettings, train: ImageSplit, test: ImageSplit, num_c
         settings.prob_low,
         settings.prob_high,
     )
+    return SplitStreams(np.sort(order[settings.val_size :]), np.sort(order[: settings.val_size]), assignment, rng.shuffle)
+
+
+OFFICIAL_PC_FEATURES = 84  # in_features of the official pFedHN-PC trainer's per-client Linear heads
+
+
+def official_split_streams(
+    settings: DataSettings, train_size: int, num_classes: int, heads_first: bool
+) -> SplitStreams:
+    """The official pFedHN code's draws for ``seed`` (``experiments/utils.set_seed``, then
+    ``experiments/dataset.py``): ``set_seed`` seeds torch, numpy's global RNG and Python's
+    ``random``; ``torch.utils.data.random_split(train, [n - val_size, val_size])`` takes one
+    ``randperm``; ``gen_classes_per_node`` draws from numpy; ``gen_data_split`` shuffles with
+    ``random.shuffle`` (train, then validation, then test). The pFedHN-PC trainer
+    (``heads_first``) first initializes every client's ``Linear(84, classes)`` head from
+    torch's RNG, which moves the ``randperm``. Same seed, same clients, same samples.
+    """
+    with torch.random.fork_rng(devices=[]):  # the caller's torch RNG stays as it was
+        torch.manual_seed(settings.seed)
+        if heads_first:
+            for _ in range(settings.num_clients):
+                torch.nn.Linear(OFFICIAL_PC_FEATURES, num_classes)
+        order = torch.randperm(train_size).numpy()
+    assignment = assign_classes(
+        settings.num_clients,
+        num_classes,
+        settings.classes_per_client,
+        np.random.RandomState(settings.seed),
+        settings.prob_low,
+        settings.prob_high,
+        distinct=False,
+    )
+    shuffle = random.Random(settings.seed).shuffle
+    cut = train_size - settings.val_size
+    return SplitStreams(order[:cut], order[cut:], assignment, shuffle)
+
+
+SPLIT_STREAMS: dict[str, Callable[[DataSettings, int, int], SplitStreams]] = {
+    "pfedhn": pfedhn_split_streams,
+    "official": functools.partial(official_split_streams, heads_first=False),
+    "official_pc": functools.partial(official_split_streams, heads_first=True),
+}
+
+
+def partition(settings: DataSettings, train: ImageSplit, test: ImageSplit, num_classes: int) -> FederatedData:
+    """Hold out validation, assign classes and split train/val/test per client, by the
+    rule ``settings.split`` (``SPLIT_STREAMS``)."""
+    if not 0 < settings.val_size < len(train):
+        raise ConfigError(
+            "dataset.val_size", f"{settings.val_size} must be in (0, {len(train)}), the training set size"
+        )
+    if settings.num_clients < 1:
+        raise ConfigError("num_clients", f"must be at least 1, got {settings.num_clients}")
+    if settings.split not in SPLIT_STREAMS:
+        raise ConfigError("dataset.split", f"unknown rule {settings.split!r}; choose one of {sorted(SPLIT_STREAMS)}")
+    streams = SPLIT_STREAMS[settings.split](settings, len(train), num_classes)
+    splits = {"train": train.subset(streams.train_order), "val": train.subset(streams.val_order), "test": test}
     client_indices = {}
     for split in SPLITS:
-        parts = split_indices(splits[split].labels.numpy(), assignment, rng)
+        parts = split_indices(splits[split].labels.numpy(), streams.assignment, streams.shuffle)
         empty = [client for client, part in enumerate(parts) if len(part) == 0]
         if empty:
             raise ConfigError(
@@ -273,7 +348,7 @@ def partition(settings: DataSettings, train: ImageSplit, test: ImageSplit, num_c
                 f"{len(splits[split])}; use fewer clients or fewer dataset.classes_per_client",
             )
         client_indices[split] = [torch.from_numpy(part) for part in parts]
-    return FederatedData(splits, client_indices, assignment)
+    return FederatedData(splits, client_indices, streams.assignment)
 
 
 @functools.lru_cache(maxsize=2)
