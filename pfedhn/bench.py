@@ -162,6 +162,25 @@ def flower_rounds(cfg: DictConfig, rounds: int) -> list[float]:
     return list(np.diff(ends))
 
 
+EVAL_ROUNDS, EVAL_WARMUP = 8, 2  # rounds of an ``evaluation`` cell (every one evaluated), the first left out
+
+
+def flower_evaluations(cfg: DictConfig, rounds: int) -> tuple[list[float], int]:
+    """Seconds of each evaluation of all clients (from the end of a round's update to the
+    pooled result) in a Flower simulation evaluating after every round; and the number of
+    validation and test images one evaluation passes through the targets."""
+    from pfedhn.main import run  # imports Flower's simulation stack
+
+    cfg.num_rounds = rounds
+    cfg.eval_every = 1
+    cfg.progress = False
+    with tempfile.TemporaryDirectory() as out:
+        history = run(cfg, Path(out))
+    last = history.evaluations[-1]
+    images = sum(last.val.client_count) + sum(last.test.client_count)
+    return [end - start for start, end in zip(history.round_end_times, history.eval_end_times)], images
+
+
 def summarize(times: dict[str, list[float]], warmup: int, inner_steps: int) -> dict[str, float]:
     """Medians after ``warmup`` rounds. Local steps/s come from the local-training time
     where it is known (loops), else from the whole round (Flower: a lower bound)."""
@@ -184,7 +203,10 @@ FLOWER_KINDS = {
 def measure(cfg: DictConfig, kind: str, rounds: int, warmup: int) -> dict[str, float]:
     """One run of ``kind`` on ``cfg`` (overrides of ``FLOWER_KINDS`` already applied)."""
     with peak_rss() as peak:
-        if kind in FLOWER_KINDS:
+        if kind == "evaluation":
+            seconds, images = flower_evaluations(cfg, EVAL_ROUNDS)
+            stats = {"evaluation_s": statistics.median(seconds[EVAL_WARMUP:]), "images": images}
+        elif kind in FLOWER_KINDS:
             stats = summarize({"round": flower_rounds(cfg, rounds + 2)}, warmup, cfg.client.inner_steps)
         else:
             stats = summarize(loop_rounds(cfg, rounds, reference=kind == "reference"), warmup, cfg.client.inner_steps)
@@ -208,7 +230,7 @@ def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
                 base + ["dataset=mnist", "num_clients=4"],
                 ["bare", "flower", "flower-ray", "reference"],
             ),
-            ("mnist/2", base + ["dataset=mnist", "num_clients=2"], ["flower"]),
+            ("mnist/2", base + ["dataset=mnist", "num_clients=2"], ["flower", "evaluation"]),
         ]
     return [
         (
@@ -227,9 +249,9 @@ def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
             base + ["dataset=cifar10", "num_clients=50", "client.inner_steps=1"],
             ["bare", "flower", "flower-ray"],
         ),
-        ("cifar10/10", base + ["dataset=cifar10", "num_clients=10"], ["flower"]),
-        ("cifar10/100", base + ["dataset=cifar10", "num_clients=100"], ["flower"]),
-        ("cifar10/1000", base + ["dataset=cifar10", "num_clients=1000"], ["flower"]),
+        ("cifar10/10", base + ["dataset=cifar10", "num_clients=10"], ["flower", "evaluation"]),
+        ("cifar10/100", base + ["dataset=cifar10", "num_clients=100"], ["flower", "evaluation"]),
+        ("cifar10/1000", base + ["dataset=cifar10", "num_clients=1000"], ["flower", "evaluation"]),
     ]
 
 
@@ -240,10 +262,11 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     ]
     for label, kinds in results.items():
         for kind, r in kinds.items():
-            lines.append(
-                f"| {label} | {kind} | {r['round_s']:.3f} | {r['rounds_per_s']:.2f} | "
-                f"{r['local_steps_per_s']:.0f} | {r['peak_rss_mb']:.0f} |"
-            )
+            if "round_s" in r:
+                lines.append(
+                    f"| {label} | {kind} | {r['round_s']:.3f} | {r['rounds_per_s']:.2f} | "
+                    f"{r['local_steps_per_s']:.0f} | {r['peak_rss_mb']:.0f} |"
+                )
     lines += [
         "",
         "| setting | run | generate θ̃ (s) | local training (s) | hypernetwork update (s) |",
@@ -271,7 +294,28 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
         lines += ["", "| clients (CIFAR-10, flower) | s / round | × the smallest |", "|---|---|---|"]
         for label in sorted(scaling, key=lambda s: int(counts[s])):
             lines.append(f"| {counts[label]} | {flower[label]:.3f} | {flower[label] / flower[smallest]:.2f} |")
+    lines += evaluation_table(results)
     return "\n".join(lines)
+
+
+def evaluation_table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Seconds per evaluation of all clients, against the setting with the fewest clients."""
+    timed = {label: k["evaluation"] for label, k in results.items() if "evaluation" in k}
+    if not timed:
+        return []
+    clients = {label: int(label.split(" ")[0].split("/")[1]) for label in timed}
+    smallest = timed[min(timed, key=clients.get)]
+    lines = [
+        "",
+        "| setting | s / evaluation of all clients | × the fewest clients | images (val + test) | µs / image |",
+        "|---|---|---|---|---|",
+    ]
+    for label in sorted(timed, key=clients.get):
+        r = timed[label]
+        ratio = r["evaluation_s"] / smallest["evaluation_s"]
+        per_image = 1e6 * r["evaluation_s"] / r["images"]
+        lines.append(f"| {label} | {r['evaluation_s']:.2f} | {ratio:.2f} | {r['images']} | {per_image:.0f} |")
+    return lines
 
 
 def write_docs(path: Path, command: str, body: str) -> None:

@@ -279,7 +279,9 @@ def pfedhn_split_streams(settings: DataSettings, train_size: int, num_classes: i
         settings.prob_low,
         settings.prob_high,
     )
-    return SplitStreams(np.sort(order[settings.val_size :]), np.sort(order[: settings.val_size]), assignment, rng.shuffle)
+    return SplitStreams(
+        np.sort(order[settings.val_size :]), np.sort(order[: settings.val_size]), assignment, rng.shuffle
+    )
 
 
 OFFICIAL_PC_FEATURES = 84  # in_features of the official pFedHN-PC trainer's per-client Linear heads

@@ -3,7 +3,7 @@ returned delta, and pFedLA's per-client `LayerWeights` (embedding → layer-wise
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -56,6 +56,19 @@ class HyperNetwork(nn.Module):
             for (name, shape), head in zip(self.shapes.items(), self.heads)
             if names is None or name in names
         }
+
+    def generate(self, clients: Sequence[int], names: Collection[str] | None = None) -> list[dict[str, torch.Tensor]]:
+        """``forward`` for several clients at once, one matrix product per head: per client in
+        ``clients``, name → tensor (a view into the batch's output). Equal to ``forward`` up to
+        float rounding; many times faster for many clients (each head's weights are read once)."""
+        index = torch.tensor(list(clients), device=self.embeddings.weight.device)
+        features = self.mlp(self.embeddings(index))
+        batch = {
+            name: head(features).view(len(clients), *shape)
+            for (name, shape), head in zip(self.shapes.items(), self.heads)
+            if names is None or name in names
+        }
+        return [{name: tensors[i] for name, tensors in batch.items()} for i in range(len(clients))]
 
 
 def hypernetwork_gradients(

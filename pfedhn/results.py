@@ -101,6 +101,7 @@ class RunHistory:
     bytes_received: int = 0
     started: float = field(default_factory=time.time)
     round_end_times: list[float] = field(default_factory=list)  # perf_counter() after each round's update
+    eval_end_times: list[float] = field(default_factory=list)  # perf_counter() after each evaluation is pooled
     groups: dict[str, ClientGroup] = field(default_factory=dict)  # reported apart (novel-client runs)
     eval_wall_times: list[float | None] = field(default_factory=list)  # run's wall time (s) at each evaluation
     provenance: list[dict[str, Any]] = field(default_factory=list)  # one ``provenance.record`` per process
@@ -113,6 +114,7 @@ class RunHistory:
     def add(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)
         self.eval_wall_times.append(time.time() - self.started)
+        self.eval_end_times.append(time.perf_counter())
 
     @property
     def best(self) -> Evaluation | None:

@@ -259,6 +259,11 @@ class PersonalizedStrategy(Strategy):
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
         """What client ``client`` receives in ``server_round`` to train (``training``) or to evaluate."""
 
+    def client_models(self, clients: list[int], server_round: int, training: bool) -> dict[int, ClientModel]:
+        """``client_model`` of each of ``clients``; a method may make them together (pFedHN
+        generates an evaluation's models in batches)."""
+        return {client: self.client_model(client, server_round, training) for client in clients}
+
     @abstractmethod
     def apply_updates(
         self,
@@ -401,7 +406,8 @@ class PersonalizedStrategy(Strategy):
         self.clients_failed(failed)
         self._after_round(server_round, "fit", failed, reasons)
         metrics: dict[str, Scalar] = {}
-        if updates:
+        if updates:  # in client order, whatever order the replies came in (float sums depend on it)
+            updates, num_examples = dict(sorted(updates.items())), dict(sorted(num_examples.items()))
             metrics = self.compute(lambda: self.apply_updates(server_round, updates, num_examples))
         else:
             log(WARNING, "round %s: no client result to apply; the server's state is unchanged", server_round)
@@ -419,9 +425,11 @@ class PersonalizedStrategy(Strategy):
         if not self._is_eval_round(server_round):
             return []
         proxies = self._proxies_by_partition(client_manager)
+        clients = list(range(self.num_clients))
+        models = self.compute(lambda: self.client_models(clients, server_round, training=False))
         return [
-            (proxies[c], EvaluateIns(*self.instruction(c, server_round, training=False)))
-            for c in range(self.num_clients)
+            (proxies[c], EvaluateIns(*self.instruction(c, server_round, training=False, model=models[c])))
+            for c in clients
         ]
 
     def aggregate_evaluate(
@@ -487,11 +495,13 @@ class PersonalizedStrategy(Strategy):
             )
         return self._bar
 
-    def instruction(self, client: int, server_round: int, training: bool) -> tuple[Parameters, dict[str, Scalar]]:
+    def instruction(
+        self, client: int, server_round: int, training: bool, model: ClientModel | None = None
+    ) -> tuple[Parameters, dict[str, Scalar]]:
         """``message`` as Flower sends it; the bytes of its ``ClientModel`` arrays are counted
         (not a resume's ``RESTORE``: they and the checkpoint's collection of them are no traffic
         of the method, and an uninterrupted run has neither)."""
-        arrays, config = self.message(client, server_round, training)
+        arrays, config = self.message(client, server_round, training, model)
         parameters = ndarrays_to_parameters(arrays)
         self.history.bytes_sent += _num_bytes(parameters, first=len(split_names(config[SENT])))
         return parameters, config
@@ -533,10 +543,14 @@ class PersonalizedStrategy(Strategy):
             self.stop_reason = str(error)
             raise
 
-    def message(self, client: int, server_round: int, training: bool) -> tuple[NDArrays, dict[str, Scalar]]:
-        """The arrays and config for ``client``: its ``ClientModel``, and on the first contact
-        after a resume the client's saved store (trailing arrays, named by ``RESTORE``)."""
-        model: ClientModel = self.compute(lambda: self.client_model(client, server_round, training))
+    def message(
+        self, client: int, server_round: int, training: bool, model: ClientModel | None = None
+    ) -> tuple[NDArrays, dict[str, Scalar]]:
+        """The arrays and config for ``client``: its ``ClientModel`` (``model``, or made here),
+        and on the first contact after a resume the client's saved store (trailing arrays,
+        named by ``RESTORE``)."""
+        if model is None:
+            model = self.compute(lambda: self.client_model(client, server_round, training))
         restore = self._restore.pop(client, {})
         if training:
             self._awaited[client] = {

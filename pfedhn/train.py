@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -134,12 +134,35 @@ def evaluate(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: Normalization, batch_size: int
 ) -> EvalResult:
     """Loss, correct and count of ``model`` on uint8 ``images`` (n, C, H, W), in chunks."""
+    return evaluate_splits(model, {"all": (images, labels)}, norm, batch_size)["all"]
+
+
+@torch.no_grad()
+def evaluate_splits(
+    model: nn.Module,
+    splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    norm: Normalization,
+    batch_size: int,
+) -> dict[str, EvalResult]:
+    """``EvalResult`` of each split (name → (uint8 images (n, C, H, W), labels (n,))), all
+    splits passed through ``model`` together in chunks of ``batch_size``: a client with
+    little data makes one forward pass for its validation and test sets, not two."""
     model.eval()
-    loss_sum, correct = 0.0, 0
+    names = list(splits)
+    images = torch.cat([splits[name][0] for name in names])
+    labels = torch.cat([splits[name][1] for name in names])
+    losses, hits = [], []
     for start in range(0, len(labels), batch_size):
         x = normalize(images[start : start + batch_size], norm.mean, norm.std)
         y = labels[start : start + batch_size]
         logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += int((logits.argmax(1) == y).sum())
-    return EvalResult(loss_sum, correct, len(labels))
+        losses.append(F.cross_entropy(logits, y, reduction="none"))
+        hits.append(logits.argmax(1) == y)
+    loss, hit = torch.cat(losses), torch.cat(hits)
+    results, start = {}, 0
+    for name in names:
+        count = len(splits[name][1])
+        segment = slice(start, start + count)
+        results[name] = EvalResult(float(loss[segment].sum()), int(hit[segment].sum()), count)
+        start += count
+    return results

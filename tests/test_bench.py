@@ -21,6 +21,9 @@ def test_benchmark_runs_and_writes_its_outputs(data_root: Path, tmp_path: Path) 
     assert set(results["mnist/4 (cpu)"]) == {"bare", "flower", "flower-ray", "reference"}
     for run in results["mnist/4 (cpu)"].values():
         assert run["round_s"] > 0 and run["peak_rss_mb"] > 0
+    evaluation = results["mnist/2 (cpu)"]["evaluation"]
+    assert evaluation["evaluation_s"] > 0 and evaluation["images"] > 0
     text = docs.read_text()
+    assert "| mnist/2 (cpu) | " in text.split("s / evaluation of all clients")[1]
     assert "prose above" in text and "prose below" in text and "old" not in text
     assert "b/a (flower/bare)" in text and "| mnist/4 (cpu) | bare |" in text

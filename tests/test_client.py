@@ -104,3 +104,23 @@ def test_epochs_mode_visits_every_sample_once_per_epoch() -> None:
         assert sorted(torch.cat(epoch).tolist()) == list(range(10))
     steps = batch_indices(10, 4, steps=5, epochs=None, generator=torch.Generator().manual_seed(0))
     assert [len(b) for b in steps] == [4] * 5 and all(len(set(b.tolist())) == 4 for b in steps)
+
+
+def test_evaluating_splits_in_one_pass_equals_one_split_at_a_time(data_root: Path) -> None:
+    """The client evaluates validation and test together (``evaluate_splits``): the same
+    counts and correct, the loss up to float rounding, whatever the chunk size."""
+    from pfedhn import config
+    from pfedhn.dataset import load_federated
+    from pfedhn.model import TargetCNN
+    from pfedhn.train import evaluate, evaluate_splits
+
+    cfg = compose(tiny_overrides(data_root))
+    data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
+    model, norm = TargetCNN(config.model_spec(cfg)), config.normalization(cfg)
+    splits = {split: data.client_split(1, split) for split in ("val", "test")}
+    for chunk in (3, 1000):
+        together = evaluate_splits(model, splits, norm, chunk)
+        for split, (images, labels) in splits.items():
+            alone = evaluate(model, images, labels, norm, 1000)
+            assert (together[split].correct, together[split].count) == (alone.correct, alone.count)
+            assert together[split].loss_sum == pytest.approx(alone.loss_sum, rel=1e-5)

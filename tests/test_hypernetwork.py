@@ -96,3 +96,14 @@ def test_embedding_learning_rate_is_its_own_group() -> None:
     body, embeddings = optimizer.param_groups
     assert embeddings["lr"] == 5e-2 and body["lr"] == 1e-2
     assert embeddings["params"] == [hnet.embeddings.weight]
+
+
+def test_generating_several_clients_at_once_equals_one_at_a_time() -> None:
+    hnet = HyperNetwork(parameter_shapes(SPEC, personal_head=False), num_clients=7, embed_dim=3, hidden_dim=16)
+    with torch.no_grad():
+        together = hnet.generate([5, 0, 3])
+        for client, generated in zip([5, 0, 3], together):
+            alone = hnet(client)
+            assert list(generated) == list(alone)
+            for name in alone:
+                torch.testing.assert_close(generated[name], alone[name], rtol=1e-5, atol=1e-6)

@@ -54,9 +54,7 @@ def test_two_workers_run_every_job_once_and_a_relaunch_runs_none(data_root: Path
     runs.mkdir()
     overrides = " ".join(tiny_overrides(data_root) + ["num_rounds=2"])
     jobs = tmp_path / "jobs.txt"
-    jobs.write_text(
-        "# a comment, then a blank line\n\n" + "".join(f"run{i} {overrides} seed={i}\n" for i in range(3))
-    )
+    jobs.write_text("# a comment, then a blank line\n\n" + "".join(f"run{i} {overrides} seed={i}\n" for i in range(3)))
     workers = [start_worker(jobs, runs, name) for name in ("A", "B")]
     assert [worker.wait(timeout=600) for worker in workers] == [0, 0]
     assert sorted(starts(runs)) == ["run0", "run1", "run2"]

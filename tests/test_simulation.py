@@ -59,3 +59,32 @@ def test_main_thread_calls_return_results_and_raise_errors_to_the_submitter() ->
     thread.join()
     assert seen["value"] == threading.main_thread().name
     assert isinstance(seen["error"], ZeroDivisionError)
+
+
+def test_the_message_sweep_asks_only_nodes_with_a_waiting_message(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flower's in-memory state exposes its store as ``pending_nodes`` reads it (else every
+    node is asked again, as Flower does, and evaluations grow with nodes × messages)."""
+    from flwr.server.superlink.linkstate import in_memory_linkstate
+
+    from pfedhn import simulation
+
+    found: list[set[int] | None] = []
+    asked: list[int] = []
+    stock_pending, stock_ask = simulation.pending_nodes, in_memory_linkstate.InMemoryLinkState.get_message_ins
+
+    def pending(state):
+        found.append(stock_pending(state))
+        return found[-1]
+
+    def ask(self, node_id, limit, **kwargs):
+        asked.append(node_id)
+        return stock_ask(self, node_id, limit, **kwargs)
+
+    monkeypatch.setattr(simulation, "pending_nodes", pending)
+    monkeypatch.setattr(in_memory_linkstate.InMemoryLinkState, "get_message_ins", ask)
+    run(compose(tiny_overrides(data_root) + ["num_rounds=2"]), tmp_path)
+    assert found and all(isinstance(nodes, set) for nodes in found)
+    assert any(found)  # it saw the messages waiting
+    assert len(asked) == sum(len(nodes) for nodes in found)  # no node without a message was asked

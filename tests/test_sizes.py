@@ -72,3 +72,21 @@ def test_a_multi_size_run_reports_each_size(data_root: Path, tmp_path: Path) -> 
     assert result["groups"]["k2"]["clients"] == [0, 2, 4] and result["groups"]["k4"]["clients"] == [1, 3, 5]
     text = summarize([str(tmp_path), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
     assert "| pFedHN, n_kernels 2 / 4 | MNIST, 6 | 4 | 2 | 3 |" in text
+
+
+@pytest.mark.parametrize("method", ["pfedhn", "pfedhn_pc"])
+@pytest.mark.parametrize("sizes", [[], SIZES])
+def test_an_evaluation_generates_each_clients_model_as_one_at_a_time_would(
+    data_root: Path, method: str, sizes: list[int]
+) -> None:
+    """``client_models`` batches the hypernetwork's pass for an evaluation: the same tensors
+    (up to float rounding) under the same names as ``client_model`` gives each client."""
+    extra = [f"model.sizes=[{','.join(map(str, sizes))}]"] if sizes else []
+    cfg = compose(tiny_overrides(data_root, num_clients=6) + [f"method={method}", *extra])
+    strategy = build_strategy(cfg, progress=False)
+    batched = strategy.client_models(list(range(6)), 3, training=False)
+    for client in range(6):
+        alone = strategy.client_model(client, 3, training=False)
+        assert list(batched[client].arrays) == list(alone.arrays) and batched[client].keep == alone.keep
+        for name, array in alone.arrays.items():
+            np.testing.assert_allclose(batched[client].arrays[name], array, rtol=1e-5, atol=1e-6)

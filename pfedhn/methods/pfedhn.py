@@ -18,6 +18,7 @@ from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
 from pfedhn.utils import derive_seed
 
 HEAD_STREAM = 3  # tag of the personal heads' derived seeds
+GENERATE_BATCH = 256  # clients whose evaluation models one batched hypernetwork pass generates
 
 
 class PFedHN(PersonalizedStrategy):
@@ -81,13 +82,34 @@ class PFedHN(PersonalizedStrategy):
     @torch.no_grad()
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
         """θ̃_client = h(v_client; φ); pFedHN-PC's client keeps its head."""
-        if self.prefixes is None:
-            generated = self.hypernetwork(client)
-        else:
-            prefix = self.prefixes[client]
-            own = [name for name in self.hypernetwork.shapes if name.startswith(prefix)]
-            generated = {name[len(prefix) :]: t for name, t in self.hypernetwork(client, names=own).items()}
-        return ClientModel({name: t.cpu().numpy() for name, t in generated.items()}, keep=self.kept)
+        return self._client_model(client, self.hypernetwork(client, names=self._own(client)))
+
+    @torch.no_grad()
+    def client_models(self, clients: list[int], server_round: int, training: bool) -> dict[int, ClientModel]:
+        """An evaluation's models, generated ``GENERATE_BATCH`` clients (of one target size) at
+        a time (``HyperNetwork.generate``: equal to one at a time up to float rounding)."""
+        if training:
+            return super().client_models(clients, server_round, training)
+        by_size: dict[str, list[int]] = {}
+        for client in clients:
+            by_size.setdefault(self._prefix(client), []).append(client)
+        models = {}
+        for group in by_size.values():
+            for start in range(0, len(group), GENERATE_BATCH):
+                batch = group[start : start + GENERATE_BATCH]
+                generated = self.hypernetwork.generate(batch, names=self._own(batch[0]))
+                models.update({c: self._client_model(c, g) for c, g in zip(batch, generated)})
+        return {client: models[client] for client in clients}
+
+    def _own(self, client: int) -> list[str] | None:
+        """The generated tensors of ``client``'s target size (None: all, with one size)."""
+        prefix = self._prefix(client)
+        return None if self.prefixes is None else [n for n in self.hypernetwork.shapes if n.startswith(prefix)]
+
+    def _client_model(self, client: int, generated: dict[str, torch.Tensor]) -> ClientModel:
+        prefix = self._prefix(client)
+        arrays = {name[len(prefix) :]: t.cpu().numpy() for name, t in generated.items()}
+        return ClientModel(arrays, keep=self.kept)
 
     def apply_updates(
         self,
