@@ -34,7 +34,7 @@ from pfedhn.message_timing import TimedClient
 from pfedhn.methods import client_side
 from pfedhn.model import ModelSpec, TargetCNN
 from pfedhn.partition_cache import CachedClient, cached_client
-from pfedhn.strategy import (
+from pfedhn.protocol import (
     HOLDS,
     KEEP,
     KEPT,

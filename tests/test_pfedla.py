@@ -16,7 +16,7 @@ from pfedhn.client_app import PersonalizedClient
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
 from pfedhn.methods.pfedla import PFedLA
-from pfedhn.strategy import split_names
+from pfedhn.protocol import split_names
 from tests.conftest import tiny_overrides
 
 NUM_CLIENTS = 4

@@ -23,7 +23,8 @@ from pfedhn.methods.perfedavg import PERFEDAVG_CHECKS, build_perfedavg, perfedav
 from pfedhn.methods.pfedhn import build_pfedhn, pfedhn_checks, pfedhn_client_side
 from pfedhn.methods.pfedla import build_pfedla, pfedla_checks, pfedla_client_side
 from pfedhn.methods.pfedme import PFEDME_CHECKS, build_pfedme, pfedme_client_side
-from pfedhn.strategy import ClientSide, PersonalizedStrategy
+from pfedhn.protocol import ClientSide
+from pfedhn.strategy import PersonalizedStrategy
 
 
 @dataclass(frozen=True)

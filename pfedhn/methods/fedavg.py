@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 
 from pfedhn import config
 from pfedhn.model import TargetCNN
-from pfedhn.strategy import Adaptation, ClientModel, ClientSide, PersonalizedStrategy
+from pfedhn.protocol import Adaptation, ClientModel, ClientSide
+from pfedhn.strategy import PersonalizedStrategy
 from pfedhn.utils import derive_seed
 
 INIT_STREAM = 5  # tag of the shared initial model's derived seed

@@ -21,7 +21,7 @@ from torch.func import functional_call
 
 from pfedhn import config
 from pfedhn.methods.fedavg import GlobalAverage, build_fedavg
-from pfedhn.strategy import Adaptation, ClientSide
+from pfedhn.protocol import Adaptation, ClientSide
 from pfedhn.train import Batch, LocalObjective
 
 Weights = dict[str, torch.Tensor]

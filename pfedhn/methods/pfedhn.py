@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 from pfedhn import config
 from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer, step_hypernetwork
 from pfedhn.model import HEAD_PREFIX, head_names, make_head, parameter_shapes
+from pfedhn.protocol import ClientModel, ClientSide
 from pfedhn.results import ClientGroup
-from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
+from pfedhn.strategy import PersonalizedStrategy
 from pfedhn.utils import derive_seed
 
 HEAD_STREAM = 3  # tag of the personal heads' derived seeds

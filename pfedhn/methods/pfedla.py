@@ -18,7 +18,8 @@ from pfedhn.errors import ConfigError
 from pfedhn.hypernetwork import LayerWeights, normalize_rows
 from pfedhn.model import TargetCNN
 from pfedhn.model import layers as target_layers
-from pfedhn.strategy import ClientModel, ClientSide, PersonalizedStrategy
+from pfedhn.protocol import ClientModel, ClientSide
+from pfedhn.strategy import PersonalizedStrategy
 
 
 class PFedLA(PersonalizedStrategy):

@@ -20,7 +20,7 @@ from torch import nn
 from pfedhn import config
 from pfedhn.methods.fedavg import GlobalAverage, build_global_average, initial_weights
 from pfedhn.methods.perfedavg import loss_and_gradient
-from pfedhn.strategy import ClientSide
+from pfedhn.protocol import ClientSide
 from pfedhn.train import Batch, LocalObjective
 
 PERSONAL_PREFIX = "personal."  # store entries holding θ_i
