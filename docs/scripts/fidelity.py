@@ -36,6 +36,10 @@ class Curve:
     test: list[float]
     val: list[float]
 
+    def tail_mean(self, count: int = 3) -> float:
+        """Mean test accuracy over the last ``count`` evaluations (where both curves have settled)."""
+        return sum(self.test[-count:]) / count
+
     def at_best_val(self) -> tuple[int, float]:
         """(step, test accuracy) at the first step with the highest validation accuracy."""
         best = max(range(len(self.val)), key=lambda i: (self.val[i], -i))
@@ -92,6 +96,8 @@ def table(pairs: dict[int, dict[str, Curve]]) -> str:
         (sa, ta), (sb, tb) = official.at_best_val(), ours.at_best_val()
         best = f"best val (step {sa} / {sb})"
         lines.append(f"| {seed} | {best} | **{100 * ta:.2f}** | **{100 * tb:.2f}** | {100 * (tb - ta):+.2f} |")
+        a, b = official.tail_mean(), ours.tail_mean()
+        lines.append(f"| {seed} | mean of the last 3 | {100 * a:.2f} | {100 * b:.2f} | {100 * (b - a):+.2f} |")
     return "\n".join(lines)
 
 
