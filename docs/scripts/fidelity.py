@@ -1,13 +1,14 @@
 """Our pFedHN beside the official trainer on the same split: docs/fidelity.md's table and plots.
 
-    python docs/scripts/fidelity.py results/fidelity [--static _static]
+    python docs/scripts/fidelity.py results/fidelity [--static _static] [--docs docs/fidelity.md]
 
 Each run directory under the root is ``<side>_<dataset>_n<clients>_<method>_s<seed>`` with
 side ``official`` (the official trainer's ``results*.json``: ``test_avg_acc`` / ``val_avg_acc``
 at steps 1, 1 + eval_every, ..., and the last) or ``ours`` (``python -m pfedhn.main ...
 dataset.split=official|official_pc``: ``results.json``). Both evaluate every client after the
 same steps, so the curves are compared point by point. Prints one markdown table per
-(dataset, method) and writes ``<static>/fidelity_<dataset>_n<clients>_<method>.png``.
+(dataset, method), writes ``<static>/fidelity_<dataset>_n<clients>_<method>.png`` and, with
+``--docs``, puts the tables between the page's ``fidelity:start`` / ``fidelity:end`` markers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+MARK_START, MARK_END = "<!-- fidelity:start -->", "<!-- fidelity:end -->"
 NAME = re.compile(r"(?P<side>official|ours)_(?P<dataset>\w+?)_n(?P<clients>\d+)_(?P<method>\w+)_s(?P<seed>\d+)")
 LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
@@ -127,12 +129,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--static", type=Path, default=Path("_static"))
+    parser.add_argument("--docs", type=Path, help="a page with the fidelity:start / fidelity:end markers")
     args = parser.parse_args()
+    sections = []
     for key, pairs in sorted(load(args.root).items()):
         dataset, clients, method = key
-        print(f"\n### {LABELS[method]}, {LABELS[dataset]}, {clients} clients\n")
-        print(table(pairs))
-        print(f"\n![{LABELS[method]} {LABELS[dataset]}]({plot(key, pairs, args.static)})")
+        image = plot(key, pairs, args.static)
+        title = f"{LABELS[method]}, {LABELS[dataset]}, {clients} clients"
+        sections.append(f"### {title}\n\n{table(pairs)}\n\n![{title}](../{image})")
+    body = "\n\n".join(sections)
+    print(body)
+    if args.docs is not None:
+        head, rest = args.docs.read_text().split(MARK_START, 1)
+        tail = rest.split(MARK_END, 1)[1]
+        args.docs.write_text(f"{head}{MARK_START}\n{body}\n{MARK_END}{tail}")
 
 
 if __name__ == "__main__":
