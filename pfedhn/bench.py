@@ -287,15 +287,21 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
             ray = f"{k['flower-ray']['round_s'] / a:.3f}" if "flower-ray" in k else "–"
             lines.append(f"| {label} | {b / a:.3f} | {a / c:.3f} | {b / c:.3f} | {ray} |")
     flower = {label: k["flower"]["round_s"] for label, k in results.items() if "flower" in k}
-    counts = {label: label.split(" ")[0].split("/")[1] for label in flower if label.startswith("cifar10/")}
-    scaling = [label for label, n in counts.items() if n.isdigit()]
+    counts = {label: clients_of(label) for label in flower if label.startswith("cifar10/")}
+    scaling = [label for label, n in counts.items() if n is not None]
     if len(scaling) > 1:
-        smallest = min(scaling, key=lambda s: int(counts[s]))
+        smallest = min(scaling, key=counts.get)
         lines += ["", "| clients (CIFAR-10, flower) | s / round | × the smallest |", "|---|---|---|"]
-        for label in sorted(scaling, key=lambda s: int(counts[s])):
+        for label in sorted(scaling, key=counts.get):
             lines.append(f"| {counts[label]} | {flower[label]:.3f} | {flower[label] / flower[smallest]:.2f} |")
     lines += evaluation_table(results)
     return "\n".join(lines)
+
+
+def clients_of(label: str) -> int | None:
+    """The client count of a cell label such as ``cifar10/100 (cpu)``; None for ``cifar10/50, 1 step``."""
+    count = label.split(" ")[0].split("/")[1]
+    return int(count) if count.isdigit() else None
 
 
 def evaluation_table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
@@ -303,7 +309,7 @@ def evaluation_table(results: dict[str, dict[str, dict[str, float]]]) -> list[st
     timed = {label: k["evaluation"] for label, k in results.items() if "evaluation" in k}
     if not timed:
         return []
-    clients = {label: int(label.split(" ")[0].split("/")[1]) for label in timed}
+    clients = {label: clients_of(label) or 0 for label in timed}
     smallest = timed[min(timed, key=clients.get)]
     lines = [
         "",
