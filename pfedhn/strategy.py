@@ -519,6 +519,10 @@ class PersonalizedStrategy(Strategy):
         """
         if self._proxies:
             return self._proxies
+        # Flower's ServerApp compat layer registers the SuperNodes when the client manager is
+        # asked for them (num_available, all, sample) and otherwise only every 5 s: ask first,
+        # or wait_for sleeps until that loop's next pass (5 s at the start of every run).
+        client_manager.num_available()
         client_manager.wait_for(1, timeout=self.faults.connect_timeout)
         answers = self._ask_identities(list(client_manager.all().values()))
         node_counts = {n for _, n in answers.values() if n is not None}

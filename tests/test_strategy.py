@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,30 @@ def test_the_novel_phase_has_its_own_embedding_rate(data_root: Path, novel_lr: s
     strategy = build_strategy(cfg, progress=False)
     assert strategy.novel_optimizer.param_groups[0]["lr"] == expected
     assert strategy.optimizer.param_groups[0]["lr"] == 0.01  # the training phase's is untouched
+
+
+class RegisteringOnRequest(SimpleClientManager):
+    """Flower's ServerApp compat layer: the SuperNodes are registered when the manager is asked
+    for them (``num_available``, ``all``, ``sample``), else only by a loop every 5 s."""
+
+    def __init__(self, proxies: list[ClientProxy]) -> None:
+        super().__init__()
+        self.waiting = proxies
+
+    def num_available(self) -> int:
+        while self.waiting:
+            self.register(self.waiting.pop())
+        return super().num_available()
+
+    def all(self) -> dict[str, ClientProxy]:
+        self.num_available()
+        return super().all()
+
+
+def test_the_first_round_does_not_wait_for_flowers_registration_loop(data_root: Path) -> None:
+    cfg = compose(tiny_overrides(data_root, num_clients=6) + ["faults.connect_timeout=20"])
+    strategy = build_strategy(cfg, progress=False)
+    manager = RegisteringOnRequest([PartitionProxy(100 + p, p) for p in range(6)])
+    started = time.perf_counter()
+    assert sorted(strategy._proxies_by_partition(manager)) == list(range(6))
+    assert time.perf_counter() - started < 10  # waiting for a registration would take the 20 s timeout
