@@ -33,6 +33,10 @@ class StoredModels:
             for name, tensor in initial.items()
         }
 
+    def __len__(self) -> int:
+        """The number of clients."""
+        return len(next(iter(self.tensors.values())))
+
     @property
     def device(self) -> torch.device:
         """Where the stored models live (the device of the initial model)."""

@@ -43,7 +43,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from pfedhn import config
+from pfedhn import config, validation
 from pfedhn.client_app import PersonalizedClient
 from pfedhn.methods import build_strategy
 from pfedhn.model import TargetCNN
@@ -139,11 +139,12 @@ def loop_rounds(cfg: DictConfig, rounds: int, reference: bool) -> dict[str, list
     for server_round in range(1, rounds + 1):
         client = int(sampler.integers(cfg.num_clients))
         t0 = time.perf_counter()
-        message = strategy.message(client, server_round, training=True)
+        sent = strategy.method.client_model(client, server_round, training=True)
+        message = strategy.outbox.message(client, server_round, True, sent)
         t1 = time.perf_counter()
-        delta = strategy.named_update(client, fit(client, server_round, message))
+        delta = strategy.outbox.reply(client, fit(client, server_round, message))
         t2 = time.perf_counter()
-        strategy.apply_updates(server_round, {client: delta})
+        strategy.method.apply_updates(server_round, {client: delta}, {client: 1})
         t3 = time.perf_counter()
         for key, value in (("round", t3 - t0), ("generate", t1 - t0), ("fit", t2 - t1), ("update", t3 - t2)):
             times[key].append(value)
@@ -222,7 +223,7 @@ def cells(root: str, tiny: bool) -> list[tuple[str, list[str], list[str]]]:
             "dataset.val_size=100",
             "client.inner_steps=3",
             "model.n_kernels=2",
-            "hypernetwork.hidden_dim=8",
+            "method.hypernetwork.hidden_dim=8",
         ]
         return [
             (
@@ -346,7 +347,7 @@ def measure_request(request: str) -> None:
     """The child's side of ``measure_in_child``: print one JSON line."""
     spec = json.loads(request)
     cfg = config.compose(spec["overrides"] + FLOWER_KINDS.get(spec["kind"], []))
-    config.validate(cfg)
+    validation.validate(cfg)
     print(json.dumps(measure(cfg, spec["kind"], spec["rounds"], spec["warmup"])), flush=True)
 
 

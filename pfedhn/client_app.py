@@ -2,7 +2,7 @@
 
 A client's identity is its data partition, ``context.node_config["partition-id"]``
 (never Flower's random node id). It trains what the server sends, returns the
-change, and keeps what each instruction says it keeps (``pfedhn.strategy.KEEP``:
+change, and keeps what each instruction says it keeps (``pfedhn.protocol.KEEP``:
 e.g. pFedHN-PC's classifier head and its momentum, LG-FedAvg's body, HeurpFedLA's
 local layers; pFedMe's personalized model is its objective's ``kept`` state) in its
 store, ``context.state``, across rounds. What it keeps is named by the server and
@@ -26,15 +26,16 @@ from flwr.app import ArrayRecord, Context, RecordDict
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import NDArrays, Scalar
 from flwr.common.logger import log
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pfedhn import config
+from pfedhn import config, validation
 from pfedhn.dataset import FederatedData, load_federated
 from pfedhn.message_timing import TimedClient
-from pfedhn.methods import client_side
+from pfedhn.methods import client_side, target_of
 from pfedhn.model import ModelSpec, TargetCNN
 from pfedhn.partition_cache import CachedClient, cached_client
 from pfedhn.protocol import (
+    EXTRAS,
     HOLDS,
     KEEP,
     KEPT,
@@ -42,6 +43,7 @@ from pfedhn.protocol import (
     PARTITION_ID,
     PARTITIONS,
     RELEASE,
+    REPORTS,
     RESTORE,
     SENT,
     SERVER_ROUND,
@@ -141,7 +143,7 @@ class PersonalizedClient(NumPyClient):
         self.cfg = cfg
         self.state = state
         self.side = setup.side
-        self.spec = config.model_spec(cfg, partition_id)
+        self.spec = target_of(cfg, partition_id)
         self.device = setup.device
         self.norm = setup.norm
         self.data = (
@@ -164,10 +166,13 @@ class PersonalizedClient(NumPyClient):
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """Train sent and kept parameters; store the kept ones; return (trained − sent of the
         others, #train samples, metrics)."""
-        sent, keep = self._read(parameters, config)
+        sent, keep, extras = self._read(parameters, config)
         store = self._store()
         lost = self._lost(store, config)
         model = self._load(sent, keep, store, split_names(config.get(RELEASE, "")))
+        reports = {}
+        if self.side.prepare is not None:
+            reports = self.side.prepare(self.cfg, model, extras, self._split("val"), self.norm)
         named = dict(model.named_parameters())
         returned = [name for name in sent if name not in keep]
         own_optimizer = self.side.kept_optimizer is not None
@@ -195,6 +200,7 @@ class PersonalizedClient(NumPyClient):
         kept = {} if objective is None else objective.kept()
         self._save(named, keep, optimizers[-1] if own_optimizer else None, kept)
         delta = [(named[name].detach().cpu() - torch.tensor(sent[name])).contiguous().numpy() for name in returned]
+        delta += [np.asarray(reports[name], dtype=np.float32) for name in split_names(config.get(REPORTS, ""))]
         metrics = {PARTITION_ID: self.partition_id, "train_loss": loss, STORED: len(self._store()), LOST: int(lost)}
         return delta, len(labels), metrics
 
@@ -202,7 +208,7 @@ class PersonalizedClient(NumPyClient):
         """Validation and test loss sums, correct and counts of the sent model with the kept
         parameters in place, or of the personalized model the client keeps (``ClientSide.personal``),
         after the method's ``ClientSide.adaptation`` steps (the store is left as it is)."""
-        sent, keep = self._read(parameters, config)
+        sent, keep, _ = self._read(parameters, config)
         store = self._store()
         lost = self._lost(store, config)
         model = self._load(sent, keep, store, split_names(config.get(RELEASE, "")))
@@ -285,20 +291,20 @@ class PersonalizedClient(NumPyClient):
                 f"client of partition {self.partition_id} received the model of partition {config[PARTITION_ID]}"
             )
 
-    def _read(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[dict[str, np.ndarray], list[str]]:
-        """(sent name → array, kept names) of an instruction; a restored store (trailing
-        arrays, after a resume) replaces this client's store first."""
+    def _read(
+        self, parameters: NDArrays, config: dict[str, Scalar]
+    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.ndarray]]:
+        """(sent name → array, kept names, extra name → array) of an instruction; a restored
+        store (trailing arrays, after a resume) replaces this client's store first."""
         self._check_addressee(config)
-        sent_names, restore = split_names(config[SENT]), split_names(config.get(RESTORE, ""))
-        if len(parameters) != len(sent_names) + len(restore):
-            raise RuntimeError(f"expected {len(sent_names) + len(restore)} arrays, got {len(parameters)}")
+        names = [split_names(config.get(key, "")) for key in (SENT, EXTRAS, RESTORE)]
+        if len(parameters) != sum(map(len, names)):
+            raise RuntimeError(f"expected {sum(map(len, names))} arrays, got {len(parameters)}")
+        arrays = iter(np.asarray(a) for a in parameters)
+        sent, extras, restore = ({name: next(arrays) for name in group} for group in names)
         if restore:
-            saved = parameters[len(sent_names) :]
-            self.state[STORE] = ArrayRecord(
-                torch_state_dict={name: torch.tensor(np.asarray(a)) for name, a in zip(restore, saved)}
-            )
-        sent = {name: np.asarray(a) for name, a in zip(sent_names, parameters)}
-        return sent, split_names(config[KEEP])
+            self.state[STORE] = ArrayRecord(torch_state_dict={name: torch.tensor(a) for name, a in restore.items()})
+        return sent, split_names(config[KEEP]), extras
 
     def _store(self) -> dict[str, torch.Tensor]:
         return dict(self.state[STORE].to_torch_state_dict()) if STORE in self.state else {}
@@ -332,7 +338,7 @@ class PersonalizedClient(NumPyClient):
         self, named: dict[str, torch.nn.Parameter], keep: list[str], store: dict[str, torch.Tensor]
     ) -> torch.optim.SGD:
         """SGD on the kept parameters with the method's settings, momentum restored from the store."""
-        settings = OmegaConf.select(self.cfg, self.side.kept_optimizer)
+        settings = self.side.kept_optimizer(self.cfg)
         params = [named[name] for name in keep]
         optimizer = torch.optim.SGD(
             params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
@@ -370,7 +376,7 @@ def make_client_app(cfg: DictConfig | None = None) -> ClientApp:
 
     def client_fn(context: Context) -> Client:
         called = time.time()
-        run_cfg = cfg if cfg is not None else config.from_run_config(context.run_config)
+        run_cfg = cfg if cfg is not None else validation.from_run_config(context.run_config)
         torch.set_num_threads(run_cfg.simulation.threads)
         partition_id = int(context.node_config["partition-id"])
         partitions = context.node_config.get("num-partitions")

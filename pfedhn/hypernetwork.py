@@ -3,7 +3,8 @@ returned delta, and pFedLA's per-client `LayerWeights` (embedding → layer-wise
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -71,55 +72,59 @@ class HyperNetwork(nn.Module):
         return [{name: tensors[i] for name, tensors in batch.items()} for i in range(len(clients))]
 
 
-def hypernetwork_gradients(
-    hypernetwork: nn.Module,
-    client: int,
-    delta: Mapping[str, torch.Tensor],
-    params: list[nn.Parameter] | None = None,
-) -> list[torch.Tensor]:
-    """Gradients of ½‖h(v_client; φ) − θ_trained‖² w.r.t. ``params`` (default: all), θ_trained
-    = θ̃ + delta held fixed.
+Generate = Callable[[int, Collection[str]], Mapping[str, torch.Tensor]]
 
-    ``delta`` is θ_trained − θ̃ as the client returns it. The vector–Jacobian
-    product ``(∂θ̃/∂φ)ᵀ (θ̃ − θ_trained)`` is the official code's update: a
-    descent step on it moves ``h(v_client)`` toward the client's trained weights.
+
+def delta_gradients(
+    params: Sequence[nn.Parameter], generate: Generate, client: int, delta: Mapping[str, torch.Tensor]
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """Gradients w.r.t. ``params`` of ½‖θ̃ − θ_trained‖², θ̃ = ``generate(client, names)`` the
+    tensors the server made for ``client`` (differentiable in ``params``) and θ_trained = θ̃ + ``delta``
+    held fixed; and θ̃ (detached).
+
+    ``delta`` is θ_trained − θ̃ as the client returns it; ``generate`` must make exactly its
+    tensors. The gradient is the vector–Jacobian product (∂θ̃/∂params)ᵀ(−delta), the official
+    pFedHN code's update: a descent step on it moves θ̃ toward the trained weights. A parameter
+    that θ̃ does not depend on (another target size's head) gets zeros.
     """
-    partial = set(delta) != set(hypernetwork.shapes)  # one size of several: other heads get zero
-    params = list(hypernetwork.parameters()) if params is None else params
     with torch.enable_grad():
-        generated = hypernetwork(client, names=set(delta) if partial else None)
+        generated = generate(client, set(delta))
+        if set(generated) != set(delta):
+            raise ValueError(f"client {client} returned {sorted(delta)}, expected {sorted(generated)}")
+        names = list(generated)
         grads = torch.autograd.grad(
-            list(generated.values()),
-            params,
-            grad_outputs=[-delta[name] for name in generated],
-            allow_unused=partial,
+            [generated[n] for n in names], list(params), grad_outputs=[-delta[n] for n in names], allow_unused=True
         )
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    zeros_for_unused = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    return zeros_for_unused, {n: generated[n].detach() for n in names}
 
 
-def step_hypernetwork(
-    hypernetwork: nn.Module,
+def step_toward_trained(
     optimizer: torch.optim.Optimizer,
+    generate: Generate,
     deltas: Mapping[int, Mapping[str, torch.Tensor]],
-    grad_clip: float,
-) -> float:
-    """One step of ``optimizer`` from the deltas of this round's clients (client → delta).
+    grad_clip: float | None = None,
+) -> tuple[float, dict[int, dict[str, torch.Tensor]]]:
+    """One step of ``optimizer`` from the deltas of a round's clients (client → delta): the
+    server's update of pFedHN's hypernetwork and of each pFedLA client's.
 
-    Only the parameters ``optimizer`` holds get gradients (the embeddings alone
-    for novel clients). Gradients are averaged over clients, clipped to norm
-    ``grad_clip``, and applied. Returns the gradient norm before clipping.
+    Only the parameters ``optimizer`` holds get gradients (the embeddings alone for
+    pFedHN's novel clients). ``delta_gradients`` are averaged over clients, clipped to
+    norm ``grad_clip`` (None: not clipped) and applied. Returns the gradient norm before
+    clipping, and per client the tensors generated for it (before the step).
     """
     optimizer.zero_grad(set_to_none=True)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     total: list[torch.Tensor] = []
+    generated = {}
     for client, delta in deltas.items():
-        grads = hypernetwork_gradients(hypernetwork, client, delta, params)
+        grads, generated[client] = delta_gradients(params, generate, client, delta)
         total = grads if not total else [acc.add_(grad) for acc, grad in zip(total, grads)]
     for param, grad in zip(params, total):
         param.grad = grad.div_(len(deltas))
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_(params, math.inf if grad_clip is None else grad_clip)
     optimizer.step()
-    return float(norm)
+    return float(norm), generated
 
 
 def make_hypernetwork_optimizer(

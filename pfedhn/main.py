@@ -20,13 +20,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from pfedhn import config, provenance
+from pfedhn import config, provenance, validation
 from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
 from pfedhn.checkpoint import Checkpoint
 from pfedhn.client_app import make_client_app
 from pfedhn.dataset import load_federated
 from pfedhn.errors import ConfigError, PFedHNError
-from pfedhn.methods import build_strategy
+from pfedhn.methods import build_strategy, total_rounds
+from pfedhn.migration import migrate
 from pfedhn.results import RunHistory
 from pfedhn.server_app import make_server_app
 from pfedhn.simulation import choose_backend, simulate
@@ -35,10 +36,13 @@ log = logging.getLogger("pfedhn")
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint:
+    """The run's checkpoint, its config in today's key layout (``pfedhn.migration``)."""
     path = run_dir / CHECKPOINT_FILE
     if not path.is_file():
         raise ConfigError("resume", f"no {CHECKPOINT_FILE} in {run_dir}; resume takes a run directory")
-    return Checkpoint.load(path)
+    checkpoint = Checkpoint.load(path)
+    checkpoint.config = migrate(checkpoint.config)
+    return checkpoint
 
 
 def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
@@ -47,14 +51,11 @@ def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
     if not path.is_file():
         return False
     saved = json.loads(path.read_text())
+    then = migrate(saved["config"])
     # rounds done: all if finished, else at least its last evaluation's (its checkpoint may say more)
-    done = (
-        config.total_rounds(saved["config"])
-        if saved["finished"]
-        else max((e["round"] for e in saved["history"]), default=0)
-    )
-    config.check_resumable(cfg, saved["config"], at_round=done)
-    return bool(saved["finished"]) and done == config.total_rounds(cfg)
+    done = total_rounds(then) if saved["finished"] else max((e["round"] for e in saved["history"]), default=0)
+    config.check_resumable(cfg, then, at_round=done)
+    return bool(saved["finished"]) and done == total_rounds(cfg)
 
 
 def check_same_data(checkpoint: Checkpoint, fingerprint: str | None, root: str) -> None:
@@ -78,7 +79,7 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
     ``concurrent_runs``: how many runs share the machine (``simulation.threads=auto``).
     """
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
-    config.validate(cfg)
+    validation.validate(cfg)
     config.resolve_threads(cfg, concurrent_runs)
     if cfg.resume is not None:
         output_dir = Path(to_absolute_path(cfg.resume))

@@ -52,19 +52,14 @@ def make_head(spec: ModelSpec) -> nn.Linear:
     return nn.Linear(84, spec.num_classes)
 
 
-def parameter_shapes(spec: ModelSpec, personal_head: bool) -> dict[str, torch.Size]:
-    """Name → shape of the tensors the server generates, in the target's order.
+def parameter_shapes(spec: ModelSpec) -> dict[str, torch.Size]:
+    """Name → shape of the target's tensors, in its order.
 
-    With ``personal_head`` the ``head.*`` tensors are left out: the client owns them.
     It draws from torch's global RNG (the probe network's initialization), and pFedHN's
     builder calls it between seeding and the hypernetwork's initialization, so every
     landed pFedHN result depends on that draw: keep it, or accept that they all change.
     """
-    return {
-        name: param.shape
-        for name, param in TargetCNN(spec).named_parameters()
-        if not (personal_head and name.startswith(HEAD_PREFIX))
-    }
+    return {name: param.shape for name, param in TargetCNN(spec).named_parameters()}
 
 
 def head_names(spec: ModelSpec) -> tuple[str, ...]:

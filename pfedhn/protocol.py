@@ -9,7 +9,7 @@ metrics under the keys below. What a method's client does beyond plain local SGD
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,8 @@ SERVER_ROUND = "server_round"
 SENT = "sent"  # the instruction's arrays, in order
 KEEP = "keep"  # parameters the client takes from its own store, trains and keeps (never returned)
 RELEASE = "release"  # sent parameters the client trains from its own stored value instead, then stops keeping
+EXTRAS = "extras"  # arrays after the model's: sent beside it for the method's ClientSide.prepare (FedFomo's candidates)
+REPORTS = "reports"  # arrays the client's ClientSide.prepare returns after the changes, in this order
 RESTORE = "restore"  # trailing arrays: the client's own state from a checkpoint, to put back in its store
 KEPT = "kept"  # get_properties: the names in the client's store, in get_parameters' order
 PARTITIONS = "num_partitions"  # get_properties: how many partitions the client's node splits the data into
@@ -45,11 +47,16 @@ class ClientModel:
     a parameter into the client's keeping sends its current value once). ``release``
     moves a kept parameter out of the client's keeping: the client trains it from its
     stored value, returns its change against the sent array (the server's copy, so the
-    server gets the trained value back) and drops it from its store."""
+    server gets the trained value back) and drops it from its store. ``extras`` travel
+    beside the model for the method's ``ClientSide.prepare`` (not loaded into it);
+    ``reports`` names the float32 arrays (name → shape) that ``prepare`` returns, which
+    come back after the changes (FedFomo: its candidates and their weights)."""
 
     arrays: dict[str, np.ndarray]
     keep: tuple[str, ...] = ()
     release: tuple[str, ...] = ()
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    reports: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def returned(self) -> list[str]:
@@ -80,10 +87,10 @@ class ClientSide:
         (``ClientModel.keep``) that the server never sends, made on the client at
         first use (pFedHN-PC: its head; Local, FedPer, LG-FedAvg: their part of the
         shared initial model). None: the server sends each kept parameter the first time.
-    kept_optimizer : str | None (default: None)
-        Config key of the SGD settings (``lr``, ``momentum``, ``weight_decay``) that
+    kept_optimizer : Callable[[DictConfig], Any] | None (default: None)
+        ``cfg → `` the SGD settings (``lr``, ``momentum``, ``weight_decay``) that
         train the kept parameters, whose momentum is kept with them across rounds
-        and which are not clipped (pFedHN-PC: ``method.head``). None: they train
+        and which are not clipped (pFedHN-PC: ``cfg.method.head``). None: they train
         with the client optimizer like the rest (momentum restarts each round).
     objective : Callable[[DictConfig, nn.Module], LocalObjective] | None (default: None)
         ``(cfg, model) → LocalObjective`` made for each fit, with ``model`` holding
@@ -93,10 +100,15 @@ class ClientSide:
         and the client evaluates instead of the model it is sent, once it has one (pFedMe's θ_i).
     adaptation : Callable[[DictConfig], Adaptation | None] | None (default: None)
         The steps taken before each evaluation (None or a None result: none).
+    prepare : Callable[[DictConfig, nn.Module, dict, Batch, Normalization], dict] | None (default: None)
+        ``(cfg, model, extras, (val images, labels), norm) → name → array``, called before each
+        fit with the model as sent: may set the model's weights from ``extras`` on the client's
+        validation data (FedFomo), and returns the ``ClientModel.reports`` arrays.
     """
 
     init_kept: Callable[[Any, int], dict[str, Any]] | None = None
-    kept_optimizer: str | None = None
+    kept_optimizer: Callable[[Any], Any] | None = None
     objective: Callable[[Any, Any], Any] | None = None
     personal: str | None = None
     adaptation: Callable[[Any], Adaptation | None] | None = None
+    prepare: Callable[[Any, Any, dict[str, np.ndarray], Any, Any], dict[str, np.ndarray]] | None = None

@@ -10,18 +10,18 @@ from flwr.app import Context
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pfedhn import config, provenance
+from pfedhn import provenance, validation
 from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
 from pfedhn.errors import ConfigError
 from pfedhn.methods import build_strategy
 from pfedhn.results import RunHistory
 from pfedhn.simulation import PollingServerApp
-from pfedhn.strategy import PersonalizedStrategy
+from pfedhn.strategy import FederatedStrategy
 
 log = logging.getLogger("pfedhn")
 
 
-def make_server_app(cfg: DictConfig, strategy: PersonalizedStrategy) -> PollingServerApp:
+def make_server_app(cfg: DictConfig, strategy: FederatedStrategy) -> PollingServerApp:
     """A ServerApp running ``strategy``'s remaining rounds (see ``pfedhn.simulation``)."""
 
     def server_fn(context: Context) -> ServerAppComponents:
@@ -33,7 +33,7 @@ def make_server_app(cfg: DictConfig, strategy: PersonalizedStrategy) -> PollingS
 def _deployment_server_fn(context: Context) -> ServerAppComponents:
     """``flwr run``: compose the config from the run config; results and checkpoints go to
     ``<output-dir>/run-<run id>/`` (``output_directory``), whatever the SuperLink's directory."""
-    cfg = config.from_run_config(context.run_config)
+    cfg = validation.from_run_config(context.run_config)
     out = output_directory(context.run_config) / f"run-{context.run_id}"
     history = RunHistory(config=OmegaConf.to_container(cfg, resolve=True))  # the data lives on the SuperNodes
     history.provenance.append({**provenance.record(from_round=0), "engine": "flwr run"})
@@ -60,7 +60,7 @@ def output_directory(run_config: dict[str, Any]) -> Path:
     return path
 
 
-def server_config(cfg: DictConfig, strategy: PersonalizedStrategy) -> ServerConfig:
+def server_config(cfg: DictConfig, strategy: FederatedStrategy) -> ServerConfig:
     """The strategy's remaining rounds; ``faults.round_timeout`` as Flower's round timeout (a
     client that has not answered by then fails, see ``pfedhn.faults``)."""
     timeout = cfg.faults.round_timeout

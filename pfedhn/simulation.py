@@ -51,7 +51,7 @@ except ImportError:  # deprecated since flwr 1.28; a release may drop it (see ``
 from pfedhn import flower_internals
 from pfedhn.config import BACKENDS
 from pfedhn.errors import PFedHNError
-from pfedhn.strategy import PersonalizedStrategy, call_here
+from pfedhn.strategy import FederatedStrategy, call_here
 
 FLOWER_POLL_INTERVAL = 0.1
 STOCK_COST = "1.15-1.3x the time per CIFAR-10 round and about twice the memory here (docs/performance.md)"
@@ -239,7 +239,7 @@ def simulate(
     num_supernodes: int,
     backend: str,
     backend_config: dict[str, Any],
-    strategy: PersonalizedStrategy,
+    strategy: FederatedStrategy,
 ) -> None:
     """``flwr.simulation.run_simulation`` on ``backend`` (one of ``BACKENDS``; pick it
     with ``choose_backend``), with the SuperLink polling at the server app's interval.

@@ -27,26 +27,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from pfedhn.methods import row_key, row_place, table_settings  # noqa: E402
+from pfedhn.migration import migrate  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
 from pfedhn.results import SplitMetrics, evaluation_at  # noqa: E402
 from pfedhn.utils import flatten  # noqa: E402
 
 DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 DATASET_CONF = Path(__file__).resolve().parent.parent / "conf" / "dataset"  # one <name>.yaml per dataset
-METHOD_LABELS = {  # rows in this order
-    "local": "Local",
-    "fedavg": "FedAvg",
-    "fedavg_ft": "FedAvg+FT",
-    "fedper": "FedPer",
-    "lgfedavg": "LG-FedAvg",
-    "perfedavg": "Per-FedAvg (FO)",
-    "perfedavg_hf": "Per-FedAvg (HF)",
-    "pfedme": "pFedMe",
-    "pfedhn": "pFedHN",
-    "pfedhn_pc": "pFedHN-PC",
-    "pfedla": "pFedLA",
-    **{f"heurpfedla_k{k}": f"HeurpFedLA, K = {k}" for k in range(1, 6)},  # one row per K
-}
 
 
 @dataclass(frozen=True)
@@ -79,7 +67,7 @@ def find_runs(dirs: list[Path]) -> list[Run]:
     for directory in dirs:
         for path in sorted(directory.rglob("results.json")):
             result = json.loads(path.read_text())
-            cfg = result["config"]
+            cfg = result["config"] = migrate(result["config"])
             runs.append(Run(path, row_key(cfg), dataset_key(cfg["dataset"]), cfg["num_clients"], cfg["seed"], result))
     return runs
 
@@ -115,26 +103,8 @@ def _dataset_order(key: str) -> tuple[int, str]:
 
 
 def method_label(key: str) -> str:
-    """A row key's label: ``METHOD_LABELS``, with the sizes of a multi-size run."""
-    base, _, sizes = key.partition("_sizes_")
-    label = METHOD_LABELS.get(base, base)
-    return f"{label}, n_kernels {' / '.join(sizes.split('_'))}" if sizes else label
-
-
-def row_key(cfg: dict[str, Any]) -> str:
-    """The table row of a run's config: its method's name, and the variant where one method
-    name covers several rows (HeurpFedLA's K, FedAvg+FT, Per-FedAvg (HF), several target sizes)."""
-    method = cfg["method"]
-    sizes = cfg.get("model", {}).get("sizes")
-    if sizes:
-        return f"{method['name']}_sizes_{'_'.join(str(k) for k in sizes)}"
-    if method.get("local_layers"):  # HeurpFedLA's K, also when set as method=pfedla method.local_layers=K
-        return f"heurpfedla_k{method['local_layers']}"
-    if method.get("finetune_steps"):
-        return f"{method['name']}_ft"
-    if method.get("variant", "fo") != "fo":
-        return f"{method['name']}_{method['variant']}"
-    return method["name"]
+    """A row key's label, as its method declares it."""
+    return row_place(key)[1]
 
 
 def largest_budget(runs: list[Run]) -> list[Run]:
@@ -206,7 +176,7 @@ def settings_table(runs: list[Run]) -> str:
         work = f"{client['epochs']} epochs" if client.get("epochs") else f"{steps}"
         per_round = steps_per_round(run)
         total = "" if per_round is None else f" = {cfg['num_rounds'] * per_round:,}"
-        own = {k: v for k, v in cfg["method"].items() if k not in ("name", "strategy")}
+        own = table_settings(cfg)
         own_text = ", ".join(f"{key}={value}" for key, value in flatten(own).items()) or "–"
         line = (
             f"| {method_label(run.method)} | {dataset_label(run.dataset)}, {run.clients} "
@@ -220,11 +190,9 @@ def settings_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def _row_order(method: str) -> tuple[int, str]:
-    """Sort key of a row: its base method's place in ``METHOD_LABELS``, then its key, so a
-    multi-size row follows its one-size row whatever order the rows were found in."""
-    base = method.partition("_sizes_")[0]
-    return (list(METHOD_LABELS).index(base) if base in METHOD_LABELS else 99), method
+def _row_order(method: str) -> tuple[tuple[int, int], str]:
+    """Sort key of a row: its method's place in the registry, the row's among the method's, its key."""
+    return row_place(method)[0], method
 
 
 def provenance_table(runs: list[Run]) -> str:
@@ -390,9 +358,9 @@ def plot_sizes(run: Run, twin: Run | None, static: Path) -> Path:
 
 
 def novel_lr(cfg: dict[str, Any]) -> float:
-    """The novel phase's embedding rate: ``novel.lr``, else the hypernetwork's embedding rate."""
+    """The novel phase's embedding rate: ``method.novel.lr``, else the hypernetwork's embedding rate."""
     server = cfg["method"]["server"]
-    rate = cfg["novel"].get("lr")
+    rate = cfg["method"]["novel"].get("lr")
     return rate if rate is not None else (server["embed_lr"] if server.get("embed_lr") is not None else server["lr"])
 
 
@@ -406,9 +374,10 @@ def novel_table(runs: list[Run]) -> str:
     for run in runs:
         cfg, groups = run.result["config"], run.result["groups"]
         seen, novel = 100 * groups["seen"]["test_accuracy"], 100 * groups["novel"]["test_accuracy"]
+        phase = cfg["method"]["novel"]
         lines.append(
             f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
-            f"{run.clients} ({cfg['novel']['clients']}) | {cfg['num_rounds']} (+ {cfg['novel']['rounds']}) | "
+            f"{run.clients} ({phase['clients']}) | {cfg['num_rounds']} (+ {phase['rounds']}) | "
             f"{novel_lr(cfg):g} | {seen:.2f} | {novel:.2f} | {seen - novel:.2f} | "
             f"{versions_label(run.result.get('provenance', []))} |"
         )
@@ -522,7 +491,7 @@ def main(argv: list[str] | None = None) -> str:
     runs = tabled(found)
     # a seen phase alone (novel.rounds=0) has no novel accuracy yet
     novel = [r for r in found if "test_accuracy" in r.result.get("groups", {}).get("novel", {})]
-    sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"].get("model", {}).get("sizes")]
+    sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"]["method"].get("sizes")]
     text = table(runs) if runs else ""
     if runs:
         text += "\n\nBudget and hyperparameters of every cell (from each run's config):\n\n" + settings_table(runs)

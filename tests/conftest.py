@@ -105,7 +105,6 @@ def tiny_overrides(data_root: Path, dataset: str = "mnist", num_clients: int = 4
         "client.inner_steps=3",
         "client.batch_size=8",
         "model.n_kernels=2",
-        "hypernetwork.hidden_dim=8",
         "progress=false",
     ]
 
@@ -113,3 +112,15 @@ def tiny_overrides(data_root: Path, dataset: str = "mnist", num_clients: int = 4
 @pytest.fixture()
 def tiny_cfg(data_root: Path):
     return compose(tiny_overrides(data_root))
+
+
+def message(strategy, client: int, server_round: int, training: bool):
+    """(arrays, config) the driver sends ``client`` in ``server_round``: the method's model for it."""
+    model = strategy.method.client_model(client, server_round, training)
+    return strategy.outbox.message(client, server_round, training, model)
+
+
+def instruction(strategy, client: int, server_round: int, training: bool):
+    """``message`` as Flower sends it (``Parameters``, config), its bytes counted."""
+    model = strategy.method.client_model(client, server_round, training)
+    return strategy.outbox.instruction(client, server_round, training, model)

@@ -64,6 +64,8 @@ def run_main(args: list[str], run_dir: Path) -> str:
         ("lgfedavg", 8),  # the body
         ("perfedavg", 0),
         ("pfedme", 10),  # the personalized model
+        ("fedamp", 0),
+        ("fedfomo", 0),
     ],
 )
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(

@@ -29,7 +29,7 @@ def tiny(data_root: Path, num_clients: int = 2) -> str:
     return (
         f"dataset=mnist dataset.root={data_root} dataset.download=false dataset.val_size=100 "
         f"num_clients={num_clients} num_rounds=3 eval_every=2 client.inner_steps=3 client.batch_size=8 "
-        "model.n_kernels=2 hypernetwork.hidden_dim=8 simulation.threads=1"
+        "model.n_kernels=2 method.hypernetwork.hidden_dim=8 simulation.threads=1"
     )
 
 

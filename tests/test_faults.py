@@ -17,14 +17,14 @@ from pfedhn.client_app import PersonalizedClient
 from pfedhn.config import compose
 from pfedhn.errors import PFedHNError
 from pfedhn.faults import ClientFailure, Expected, FaultPolicy, RejectedResult, check_result
-from tests.conftest import tiny_overrides
+from tests.conftest import instruction, tiny_overrides
 from tests.test_strategy import OK, constant_delta_reply, setup
 
 
 def server_state(strategy) -> list[torch.Tensor]:
     """The hypernetwork (embeddings included) and its optimizer's momentum, as tensors."""
-    momentum = [s["momentum_buffer"] for s in strategy.optimizer.state.values() if "momentum_buffer" in s]
-    return [p.detach().clone() for p in strategy.hypernetwork.parameters()] + [m.clone() for m in momentum]
+    momentum = [s["momentum_buffer"] for s in strategy.method.optimizer.state.values() if "momentum_buffer" in s]
+    return [p.detach().clone() for p in strategy.method.hypernetwork.parameters()] + [m.clone() for m in momentum]
 
 
 def reply(proxy, arrays: list[np.ndarray]) -> FitRes:
@@ -80,7 +80,7 @@ def test_a_round_uses_only_its_good_results(data_root: Path) -> None:
     strategy, manager = setup(data_root, clients_per_round=2)
     (good, good_ins), (bad, _) = strategy.configure_fit(1, None, manager)
     applied = {}
-    strategy.apply_updates = lambda r, updates, examples=None: applied.update(updates) or {}
+    strategy.method.apply_updates = lambda r, updates, examples=None: applied.update(updates) or {}
     strategy.aggregate_fit(1, [(good, constant_delta_reply(good, good_ins))], [RuntimeError("boom")])
     assert list(applied) == [good.partition_id]
     assert strategy.history.failures == [
@@ -183,11 +183,11 @@ def test_a_client_that_lost_its_head_is_detected_and_recorded(data_root: Path, c
     without its head; it must say so, not re-initialize silently."""
     strategy, manager = setup(data_root, clients_per_round=1, method="pfedhn_pc")
     cfg = compose(tiny_overrides(data_root, num_clients=6) + ["method=pfedhn_pc"])
-    proxy = strategy._proxies_by_partition(manager)[4]
+    proxy = strategy.router.connect(manager)[4]
 
     def train(server_round: int, state: RecordDict) -> None:
-        strategy._awaited = {}
-        parameters, config = strategy.instruction(4, server_round, training=True)
+        strategy.outbox.awaited = {}
+        parameters, config = instruction(strategy, 4, server_round, training=True)
         arrays, n, metrics = PersonalizedClient(4, cfg, state).fit(parameters_to_ndarrays(parameters), config)
         strategy.aggregate_fit(server_round, [(proxy, FitRes(OK, ndarrays_to_parameters(arrays), n, metrics))], [])
 

@@ -2,20 +2,24 @@ from __future__ import annotations
 
 import torch
 
-from pfedhn.hypernetwork import (
-    HyperNetwork,
-    hypernetwork_gradients,
-    make_hypernetwork_optimizer,
-    step_hypernetwork,
-)
+from pfedhn.hypernetwork import HyperNetwork, delta_gradients, make_hypernetwork_optimizer, step_toward_trained
 from pfedhn.model import ModelSpec, TargetCNN, parameter_shapes
 
 SPEC = ModelSpec(3, 32, 10, 4)
 
 
-def make(num_clients: int = 5, personal_head: bool = False) -> HyperNetwork:
+def make(num_clients: int = 5) -> HyperNetwork:
     torch.manual_seed(0)
-    return HyperNetwork(parameter_shapes(SPEC, personal_head), num_clients, embed_dim=3, hidden_dim=16, n_hidden=3)
+    return HyperNetwork(parameter_shapes(SPEC), num_clients, embed_dim=3, hidden_dim=16, n_hidden=3)
+
+
+def hypernetwork_gradients(hnet: HyperNetwork, client: int, delta: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """``delta_gradients`` of all of ``hnet``'s parameters, generating with ``hnet`` itself."""
+    return delta_gradients(list(hnet.parameters()), lambda c, names: hnet(c, names), client, delta)[0]
+
+
+def step_hypernetwork(hnet: HyperNetwork, optimizer, deltas, grad_clip: float) -> float:
+    return step_toward_trained(optimizer, lambda c, names: hnet(c, names), deltas, grad_clip)[0]
 
 
 def random_delta(hnet: HyperNetwork, scale: float = 0.1) -> dict[str, torch.Tensor]:
@@ -99,7 +103,7 @@ def test_embedding_learning_rate_is_its_own_group() -> None:
 
 
 def test_generating_several_clients_at_once_equals_one_at_a_time() -> None:
-    hnet = HyperNetwork(parameter_shapes(SPEC, personal_head=False), num_clients=7, embed_dim=3, hidden_dim=16)
+    hnet = HyperNetwork(parameter_shapes(SPEC), num_clients=7, embed_dim=3, hidden_dim=16)
     with torch.no_grad():
         together = hnet.generate([5, 0, 3])
         for client, generated in zip([5, 0, 3], together):

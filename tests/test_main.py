@@ -136,7 +136,12 @@ def test_resume_refuses_a_different_experiment(data_root: Path, tmp_path: Path) 
 
 
 def test_novel_clients_are_reported_apart(data_root: Path, tmp_path: Path) -> None:
-    args = tiny_overrides(data_root) + ["num_rounds=3", "novel.clients=1", "novel.rounds=2", "eval_every=2"]
+    args = tiny_overrides(data_root) + [
+        "num_rounds=3",
+        "method.novel.clients=1",
+        "method.novel.rounds=2",
+        "eval_every=2",
+    ]
     done = run_main(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -149,22 +154,24 @@ def test_novel_clients_are_reported_apart(data_root: Path, tmp_path: Path) -> No
 
 
 def test_one_seen_phase_continues_into_a_novel_phase_as_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
-    """novel.rounds=0 trains the seen clients only; resumed with novel.rounds and novel.lr set, the
+    """method.novel.rounds=0 trains the seen clients only; resumed with its rounds and lr set, the
     run ends as one given those settings from the start. Once in its novel phase, they are fixed."""
-    base = tiny_overrides(data_root) + ["novel.clients=1", "eval_every=4"]  # evaluated at 1 and each phase's end
+    base = tiny_overrides(data_root) + ["method.novel.clients=1", "eval_every=4"]  # evaluated at 1 and each phase's end
     seen_phase = [*base, "num_rounds=3"]
-    novel_phase = ["novel.rounds=2", "novel.lr=0.05"]
+    novel_phase = ["method.novel.rounds=2", "method.novel.lr=0.05"]
     whole = run_main(seen_phase + novel_phase, tmp_path / "whole")
-    first = run_main([*seen_phase, "novel.rounds=0"], tmp_path / "branch")
+    first = run_main([*seen_phase, "method.novel.rounds=0"], tmp_path / "branch")
     assert whole.returncode == 0 and first.returncode == 0, first.stderr[-3000:]
     branched = run_main([*seen_phase, *novel_phase, f"resume={tmp_path / 'branch'}"], tmp_path / "unused")
     assert branched.returncode == 0, branched.stderr[-3000:]
     expected, got = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "branch"))
     assert got["finished"] and [e["round"] for e in got["history"]] == [1, 3, 5]
     assert got["history"] == expected["history"] and got["groups"] == expected["groups"]
-    later = run_main([*seen_phase, "novel.rounds=3", "novel.lr=0.05", f"resume={tmp_path / 'branch'}"], tmp_path / "x")
+    later = run_main(
+        [*seen_phase, "method.novel.rounds=3", "method.novel.lr=0.05", f"resume={tmp_path / 'branch'}"], tmp_path / "x"
+    )
     assert later.returncode == 2
-    assert "config error: novel.rounds: is 3 but the run being resumed used 2" in later.stdout + later.stderr
+    assert "config error: method.novel.rounds: is 3 but the run being resumed used 2" in later.stdout + later.stderr
     moved = run_main([*base, "num_rounds=4", *novel_phase, f"resume={tmp_path / 'branch'}"], tmp_path / "y")
     assert "config error: num_rounds: is 4 but the run being resumed used 3" in moved.stdout + moved.stderr
 

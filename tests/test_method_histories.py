@@ -23,12 +23,13 @@ from pfedhn.main import run
 from tests.conftest import tiny_overrides
 
 FIXTURE = Path(__file__).parent / "fixtures" / "method_histories.json"
+TINY_HN = ["method.hypernetwork.hidden_dim=8"]  # as the fixture was recorded
 COMMON = ["num_rounds=4", "eval_every=2", "simulation.threads=1", "checkpoint_every=0"]
 VARIANTS: dict[str, list[str]] = {  # name -> overrides beyond tiny_overrides(num_clients=6) + COMMON
-    "pfedhn": ["method=pfedhn"],
-    "pfedhn_pc": ["method=pfedhn_pc"],
-    "pfedhn_sizes": ["method=pfedhn", "model.sizes=[2,3]"],
-    "pfedhn_novel": ["method=pfedhn", "novel.clients=2", "novel.rounds=2"],
+    "pfedhn": ["method=pfedhn", *TINY_HN],
+    "pfedhn_pc": ["method=pfedhn_pc", *TINY_HN],
+    "pfedhn_sizes": ["method=pfedhn", *TINY_HN, "method.sizes=[2,3]"],
+    "pfedhn_novel": ["method=pfedhn", *TINY_HN, "method.novel.clients=2", "method.novel.rounds=2"],
     "pfedla": ["method=pfedla", "clients_per_round=2"],
     "heurpfedla": ["method=heurpfedla", "clients_per_round=2"],
     "local": ["method=local", "clients_per_round=2"],

@@ -14,8 +14,12 @@ def test_target_cnn_shapes(channels: int, side: int, flat: int) -> None:
 
 
 def test_personal_head_is_left_out_of_the_generated_tensors() -> None:
+    from pfedhn.config import compose
+    from pfedhn.methods.pfedhn import generated_shapes
+
     spec = ModelSpec(3, 32, 100, 16)
-    full, body = parameter_shapes(spec, personal_head=False), parameter_shapes(spec, personal_head=True)
+    full = parameter_shapes(spec)
+    body = generated_shapes(compose(["dataset=cifar100", "method=pfedhn_pc"]))
     assert list(full) == [n for n, _ in TargetCNN(spec).named_parameters()]
     assert set(full) - set(body) == {"head.weight", "head.bias"}
     assert full["head.weight"] == (100, 84)

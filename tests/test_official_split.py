@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pfedhn import config
+from pfedhn import config, validation
 from pfedhn.config import compose
 from pfedhn.dataset import SPLIT_STREAMS, load_dataset, load_federated
 from pfedhn.errors import ConfigError
@@ -70,4 +70,4 @@ def test_the_official_rule_keeps_a_class_drawn_twice(data_root: Path) -> None:
 
 def test_an_unknown_split_rule_is_refused_naming_the_key(data_root: Path) -> None:
     with pytest.raises(ConfigError, match="dataset.split"):
-        config.validate(compose(tiny_overrides(data_root) + ["dataset.split=paper"]))
+        validation.validate(compose(tiny_overrides(data_root) + ["dataset.split=paper"]))

@@ -7,7 +7,7 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-from pfedhn import config
+from pfedhn import config, validation
 
 
 @pytest.mark.parametrize(
@@ -18,7 +18,7 @@ def test_pfedla_setting_presets_hold_the_re_implementations_protocol(
     preset: str, dataset: str, classes_per_client: int, method: str
 ) -> None:
     cfg = config.compose([f"+experiment={preset}", f"method={method}"])
-    config.validate(cfg)
+    validation.validate(cfg)
     assert (cfg.dataset.name, cfg.dataset.classes_per_client) == (dataset, classes_per_client)
     assert (cfg.num_clients, cfg.clients_per_round, cfg.num_rounds) == (10, 10, 100)
     client = cfg.client
@@ -47,17 +47,17 @@ def test_a_preset_key_the_method_does_not_read_is_refused_by_name(method: str) -
     cfg = config.compose(["+experiment=pfedla_cifar10", f"method={method}"])
     refused = rf"method.server.lr: method {method} does not read it; drop it \(~method.server\)"
     with pytest.raises(ConfigError, match=refused):
-        config.validate(cfg)
-    config.validate(config.compose(["+experiment=pfedla_cifar10", f"method={method}", "~method.server"]))
+        validation.validate(cfg)
+    validation.validate(config.compose(["+experiment=pfedla_cifar10", f"method={method}", "~method.server"]))
 
 
 @pytest.mark.parametrize("method", ["pfedla", "fedper", "local"])
 def test_novel_clients_are_refused_by_methods_without_a_novel_phase(method: str) -> None:
     from pfedhn.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=rf"novel.clients: method {method} has no novel-client phase"):
-        config.validate(config.compose([f"method={method}", "novel.clients=10", "novel.rounds=5"]))
-    config.validate(config.compose(["method=pfedhn", "novel.clients=10", "novel.rounds=5"]))
+    with pytest.raises(ConfigError, match=rf"method.novel.clients: method {method} does not read it"):
+        validation.validate(config.compose([f"method={method}", "+method.novel.clients=10", "+method.novel.rounds=5"]))
+    validation.validate(config.compose(["method=pfedhn", "method.novel.clients=10", "method.novel.rounds=5"]))
 
 
 @pytest.mark.parametrize("method", ["local", "fedavg", "fedper", "lgfedavg", "perfedavg", "pfedme", "pfedhn"])
@@ -74,8 +74,8 @@ def test_only_per_fedavg_steps_without_momentum_and_the_command_line_wins(method
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["novel.rounds=5"], "novel.rounds: needs novel.clients > 0"),
-        (["novel.lr=0.1"], "novel.lr: needs novel.clients > 0"),
+        (["method.novel.rounds=5"], "method.novel.rounds: must be a non-negative integer, 0 without novel clients"),
+        (["method.novel.lr=0.1"], "method.novel.lr: must be null, or a positive number with novel clients"),
         (["seed=true"], "seed: must be a non-negative integer, got True"),
         (["checkpoint_every=true"], "checkpoint_every: must be a non-negative integer"),
         (["simulation.flower_log_level=LOUD"], "simulation.flower_log_level: must be one of DEBUG"),
@@ -87,13 +87,13 @@ def test_a_bad_value_is_refused_by_name_before_any_data_is_read(overrides: list[
     from pfedhn.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        config.validate(config.compose(overrides))
+        validation.validate(config.compose(overrides))
 
 
 def test_flwr_run_refuses_resume_by_name() -> None:
     """Each flwr run is a new run: a resume= it cannot honour must not start a fresh run silently."""
     from pfedhn.errors import ConfigError
 
-    config.from_run_config({"overrides": "num_rounds=2"})
+    validation.from_run_config({"overrides": "num_rounds=2"})
     with pytest.raises(ConfigError, match="resume: flwr run starts a new run each time"):
-        config.from_run_config({"overrides": "num_rounds=2 resume=/tmp/some-run"})
+        validation.from_run_config({"overrides": "num_rounds=2 resume=/tmp/some-run"})

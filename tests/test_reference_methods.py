@@ -24,7 +24,7 @@ from pfedhn.methods.pfedme import PFedMeObjective
 from pfedhn.model import TargetCNN
 from pfedhn.train import batch_indices, evaluate, train_local
 from pfedhn.utils import derive_seed
-from tests.conftest import tiny_overrides
+from tests.conftest import instruction, message, tiny_overrides
 from tests.test_strategy import PartitionProxy
 
 NUM_CLIENTS = 4
@@ -41,11 +41,11 @@ def setup(data_root: Path, method: str, *extra: str) -> tuple[object, GlobalAver
 def fit(cfg, strategy: GlobalAverage, client: int, server_round: int, state: RecordDict):
     """One training round of ``client`` through the instruction Flower would send: (sent names,
     bytes sent, named returned deltas, bytes returned)."""
-    parameters, config = strategy.instruction(client, server_round, training=True)
+    parameters, config = instruction(strategy, client, server_round, training=True)
     reply, num_examples, _ = PersonalizedClient(client, cfg, state).fit(parameters_to_ndarrays(parameters), config)
     returned = sum(len(t) for t in ndarrays_to_parameters(reply).tensors)
     sent = sum(len(t) for t in parameters.tensors)
-    return config["sent"].split(",") if config["sent"] else [], sent, strategy.named_update(client, reply), returned
+    return config["sent"].split(",") if config["sent"] else [], sent, strategy.outbox.reply(client, reply), returned
 
 
 def direct_round(cfg, model: nn.Module, client: int, server_round: int, data) -> None:
@@ -73,7 +73,7 @@ def test_local_sends_nothing_and_equals_training_alone(data_root: Path) -> None:
     for server_round in (1, 2, 3):
         sent_names, sent, deltas, returned = fit(cfg, strategy, 1, server_round, state)
         assert sent_names == [] and sent == 0 and returned == 0 and deltas == {}
-        strategy.apply_updates(server_round, {1: deltas}, {1: 10})
+        strategy.method.apply_updates(server_round, {1: deltas}, {1: 10})
         direct_round(cfg, alone, 1, server_round, client.data)
     kept = state[STORE].to_torch_state_dict()
     for name, param in alone.named_parameters():
@@ -83,11 +83,11 @@ def test_local_sends_nothing_and_equals_training_alone(data_root: Path) -> None:
 
 def test_fedavg_aggregate_equals_flowers_fedavg(data_root: Path) -> None:
     cfg, strategy = setup(data_root, "fedavg")
-    before = {name: array.copy() for name, array in strategy.weights.items()}
+    before = {name: array.copy() for name, array in strategy.method.weights.items()}
     rng = np.random.default_rng(0)
     counts = {0: 17, 2: 5, 3: 40}
     deltas = {c: {n: rng.normal(size=a.shape).astype(np.float32) for n, a in before.items()} for c in counts}
-    strategy.apply_updates(1, deltas, counts)
+    strategy.method.apply_updates(1, deltas, counts)
 
     ok = Status(code=Code.OK, message="")
     results = [
@@ -99,7 +99,7 @@ def test_fedavg_aggregate_equals_flowers_fedavg(data_root: Path) -> None:
     ]
     flower, _ = FedAvg().aggregate_fit(1, results, [])
     for name, expected in zip(before, parameters_to_ndarrays(flower)):
-        np.testing.assert_allclose(strategy.weights[name], expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(strategy.method.weights[name], expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(("method", "local"), [("fedper", HEAD), ("lgfedavg", None)])
@@ -112,16 +112,16 @@ def test_the_local_part_is_never_sent_either_way(data_root: Path, method: str, l
     for server_round in (1, 2):
         sent_names, sent, deltas, returned = fit(cfg, strategy, 0, server_round, state)
         assert sent_names == shared and list(deltas) == shared
-        size = sum(strategy.weights[n].nbytes for n in shared)
+        size = sum(strategy.method.weights[n].nbytes for n in shared)
         headers = 200 * len(shared)  # .npy headers; any local tensor is larger
         assert size < sent < size + headers and size < returned < size + headers
-        strategy.apply_updates(server_round, {0: deltas}, {0: 1})
+        strategy.method.apply_updates(server_round, {0: deltas}, {0: 1})
         kept = state[STORE].to_torch_state_dict()
         assert sorted(kept) == sorted(local)
         if server_round == 1:
             first = {n: t.clone() for n, t in kept.items()}
     assert all(not torch.equal(first[n], kept[n]) for n in local)  # it trains and persists
-    evaluation, _ = strategy.instruction(0, 2, training=False)
+    evaluation, _ = instruction(strategy, 0, 2, training=False)
     assert len(evaluation.tensors) == len(shared)
 
 
@@ -221,7 +221,7 @@ def test_pfedme_client_keeps_and_is_evaluated_with_its_personalized_model(data_r
     fit(cfg, strategy, 2, 1, state)
     kept = state[STORE].to_torch_state_dict()
     assert sorted(kept) == sorted("personal." + n for n in initial_weights(cfg))
-    arrays, config = strategy.message(2, 2, training=False)
+    arrays, config = message(strategy, 2, 2, training=False)
     client = PersonalizedClient(2, cfg, state)
     _, _, metrics = client.evaluate(arrays, config)
 
@@ -238,7 +238,7 @@ def test_evaluation_adapts_the_sent_model_first_and_keeps_nothing(data_root: Pat
     """FedAvg+FT fine-tunes with the client optimizer; Per-FedAvg takes one plain step of α."""
     extra = ["method.finetune_steps=4"] if method == "fedavg" else []
     cfg, strategy = setup(data_root, method, *extra)
-    arrays, config = strategy.message(1, 7, training=False)
+    arrays, config = message(strategy, 1, 7, training=False)
     state = RecordDict()
     client = PersonalizedClient(1, cfg, state)
     _, _, metrics = client.evaluate(arrays, config)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pfedhn import config
+from pfedhn import config, validation
 from tests.conftest import ROOT, tiny_overrides
 
 SCRIPT = ROOT / "docs" / "scripts" / "run_queue.sh"
@@ -73,6 +73,9 @@ def test_two_workers_run_every_job_once_and_a_relaunch_runs_none(data_root: Path
     assert "no job left" in (runs / "worker-C.log").read_text()
 
 
+PFEDHN = {"method": {"name": "pfedhn", "strategy": "pfedhn"}}  # (an old layout: its novel phase at the top level)
+
+
 def test_status_tells_a_stopped_run_from_one_a_worker_holds(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs.txt"
     jobs.write_text("# two runs stopped at a checkpoint\nheld num_rounds=10\nfree num_rounds=10\n")
@@ -80,7 +83,13 @@ def test_status_tells_a_stopped_run_from_one_a_worker_holds(tmp_path: Path) -> N
         (tmp_path / name).mkdir()
         partial = {
             "finished": False,
-            "config": {"num_rounds": 10, "novel": {"clients": 2, "rounds": 5}},
+            "config": {
+                "num_rounds": 10,
+                "num_clients": 6,
+                "eval_every": 3,
+                "novel": {"clients": 2, "rounds": 5},
+                **PFEDHN,
+            },
             "history": [{"round": 1}, {"round": 4}],
             "test_accuracy": 0.5,
             "best_val_round": 4,
@@ -99,7 +108,7 @@ def test_a_job_landed_in_the_checkout_is_not_run_again_in_an_empty_runs_dir(tmp_
     (landed / "done").mkdir(parents=True)
     landed_result = {
         "finished": True,
-        "config": {"num_rounds": 2},
+        "config": {"num_rounds": 2, "num_clients": 4, "eval_every": 1, **PFEDHN},
         "history": [{"round": 2}],
         "test_accuracy": 0.5,
         "best_val_round": 2,
@@ -121,6 +130,6 @@ def test_every_job_of_the_committed_queue_is_a_valid_config() -> None:
     assert len({words[0] for words in jobs}) == len(jobs), "a job name appears twice"
     for name, *overrides in jobs:
         try:
-            config.validate(config.compose([*overrides, "simulation.threads=1"]))
+            validation.validate(config.compose([*overrides, "simulation.threads=1"]))
         except Exception as error:
             pytest.fail(f"{name}: {error}")

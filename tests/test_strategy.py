@@ -12,7 +12,7 @@ from flwr.server.client_proxy import ClientProxy
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
 from pfedhn.methods.pfedla import PFedLA
-from pfedhn.strategy import is_eval_round
+from pfedhn.schedule import is_eval_round
 from tests.conftest import tiny_overrides
 
 OK = Status(code=Code.OK, message="")
@@ -66,14 +66,14 @@ def setup(data_root: Path, clients_per_round: int = 2, method: str = "pfedhn"):
 @pytest.mark.parametrize("method", ["pfedhn", "pfedhn_pc", "pfedla", "heurpfedla"])
 def test_each_client_receives_the_model_of_its_own_partition(data_root: Path, method: str) -> None:
     strategy, manager = setup(data_root, method=method)
-    if isinstance(strategy, PFedLA):  # all clients start from one model: make each its own
+    if isinstance(strategy.method, PFedLA):  # all clients start from one model: make each its own
         for c in range(6):
-            strategy.models.set(c, {name: t + c for name, t in strategy.models.of(c).items()})
+            strategy.method.models.set(c, {name: t + c for name, t in strategy.method.models.of(c).items()})
     firsts = {}
     for server_round in range(1, 4):
         for proxy, ins in strategy.configure_fit(server_round, None, manager):
             assert ins.config["partition_id"] == proxy.partition_id
-            expected = strategy.client_model(proxy.partition_id, server_round, training=True).arrays
+            expected = strategy.method.client_model(proxy.partition_id, server_round, training=True).arrays
             received = parameters_to_ndarrays(ins.parameters)
             assert ins.config["sent"] == ",".join(expected) and len(received) == len(expected)
             assert all(np.array_equal(a, b) for a, b in zip(received, expected.values()))
@@ -92,11 +92,11 @@ def test_evaluation_reaches_every_client_with_its_own_model(data_root: Path) -> 
 def test_a_reply_from_the_wrong_client_is_refused(data_root: Path) -> None:
     strategy, manager = setup(data_root, clients_per_round=1)
     ((proxy, ins),) = strategy.configure_fit(1, None, manager)
-    before = [p.detach().clone() for p in strategy.hypernetwork.parameters()]
+    before = [p.detach().clone() for p in strategy.method.hypernetwork.parameters()]
     liar = {"partition_id": (proxy.partition_id + 1) % 6}
     res = FitRes(status=OK, parameters=ins.parameters, num_examples=1, metrics=liar)
     strategy.aggregate_fit(1, [(proxy, res)], [])
-    assert all(p.detach().equal(b) for p, b in zip(strategy.hypernetwork.parameters(), before))
+    assert all(p.detach().equal(b) for p, b in zip(strategy.method.hypernetwork.parameters(), before))
     (record,) = strategy.history.failures
     assert record["clients"] == [proxy.partition_id] and "came from another client" in record["reasons"][0]
 
@@ -104,10 +104,10 @@ def test_a_reply_from_the_wrong_client_is_refused(data_root: Path) -> None:
 def test_aggregate_fit_steps_the_hypernetwork(data_root: Path) -> None:
     strategy, manager = setup(data_root, clients_per_round=1)
     ((proxy, ins),) = strategy.configure_fit(1, None, manager)
-    before = [p.detach().clone() for p in strategy.hypernetwork.parameters()]
+    before = [p.detach().clone() for p in strategy.method.hypernetwork.parameters()]
     res = constant_delta_reply(proxy, ins)
     strategy.aggregate_fit(1, [(proxy, res)], [])
-    assert any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.parameters(), before))
+    assert any(not p.detach().equal(b) for p, b in zip(strategy.method.hypernetwork.parameters(), before))
     assert strategy.history.bytes_received == sum(len(t) for t in res.parameters.tensors)
 
 
@@ -117,22 +117,27 @@ def test_eval_schedule_is_the_official_one() -> None:
 
 
 def test_novel_clients_sit_out_training_then_only_their_embeddings_learn(data_root: Path) -> None:
-    cfg = compose(tiny_overrides(data_root, num_clients=6) + ["num_rounds=4", "novel.clients=2", "novel.rounds=3"])
+    cfg = compose(
+        tiny_overrides(data_root, num_clients=6) + ["num_rounds=4", "method.novel.clients=2", "method.novel.rounds=3"]
+    )
     strategy = build_strategy(cfg, progress=False)
     manager = SimpleClientManager()
     for partition in range(6):
         manager.register(PartitionProxy(100 + partition, partition))
-    assert strategy.num_rounds == 7 and strategy.novel == [4, 5]
+    assert strategy.num_rounds == 7 and strategy.schedule.novel == [4, 5]
     for server_round in range(1, 8):
         ((proxy, ins),) = strategy.configure_fit(server_round, None, manager)
         assert (proxy.partition_id in (4, 5)) == (server_round >= 5)
-        body = [p.detach().clone() for p in strategy.hypernetwork.mlp.parameters()]
-        table = strategy.hypernetwork.embeddings.weight.detach().clone()
+        body = [p.detach().clone() for p in strategy.method.hypernetwork.mlp.parameters()]
+        table = strategy.method.hypernetwork.embeddings.weight.detach().clone()
         res = constant_delta_reply(proxy, ins)
         strategy.aggregate_fit(server_round, [(proxy, res)], [])
-        mlp_moved = any(not p.detach().equal(b) for p, b in zip(strategy.hypernetwork.mlp.parameters(), body))
+        mlp_moved = any(not p.detach().equal(b) for p, b in zip(strategy.method.hypernetwork.mlp.parameters(), body))
         rows_moved = (
-            ((strategy.hypernetwork.embeddings.weight.detach() - table).abs().sum(1) > 0).nonzero().flatten().tolist()
+            ((strategy.method.hypernetwork.embeddings.weight.detach() - table).abs().sum(1) > 0)
+            .nonzero()
+            .flatten()
+            .tolist()
         )
         if server_round >= 5:  # frozen hypernetwork; novel rows only
             assert not mlp_moved and set(rows_moved) <= {4, 5} and proxy.partition_id in rows_moved
@@ -143,11 +148,12 @@ def test_novel_clients_sit_out_training_then_only_their_embeddings_learn(data_ro
 @pytest.mark.parametrize(("novel_lr", "expected"), [("null", 0.01), ("0.3", 0.3)])
 def test_the_novel_phase_has_its_own_embedding_rate(data_root: Path, novel_lr: str, expected: float) -> None:
     cfg = compose(
-        tiny_overrides(data_root, num_clients=6) + ["novel.clients=2", "novel.rounds=3", f"novel.lr={novel_lr}"]
+        tiny_overrides(data_root, num_clients=6)
+        + ["method.novel.clients=2", "method.novel.rounds=3", f"method.novel.lr={novel_lr}"]
     )
     strategy = build_strategy(cfg, progress=False)
-    assert strategy.novel_optimizer.param_groups[0]["lr"] == expected
-    assert strategy.optimizer.param_groups[0]["lr"] == 0.01  # the training phase's is untouched
+    assert strategy.method.novel_optimizer.param_groups[0]["lr"] == expected
+    assert strategy.method.optimizer.param_groups[0]["lr"] == 0.01  # the training phase's is untouched
 
 
 class RegisteringOnRequest(SimpleClientManager):
@@ -173,5 +179,5 @@ def test_the_first_round_does_not_wait_for_flowers_registration_loop(data_root: 
     strategy = build_strategy(cfg, progress=False)
     manager = RegisteringOnRequest([PartitionProxy(100 + p, p) for p in range(6)])
     started = time.perf_counter()
-    assert sorted(strategy._proxies_by_partition(manager)) == list(range(6))
+    assert sorted(strategy.router.connect(manager)) == list(range(6))
     assert time.perf_counter() - started < 10  # waiting for a registration would take the 20 s timeout

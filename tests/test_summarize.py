@@ -31,7 +31,7 @@ def write_run(
     result = {
         "finished": rounds == planned,
         "config": {
-            "method": {"name": method},
+            "method": {"name": method, "strategy": {"pfedhn_pc": "pfedhn", "heurpfedla": "pfedla"}.get(method, method)},
             "dataset": {"name": "cifar10"},
             "num_clients": 2,
             "seed": seed,
@@ -100,7 +100,7 @@ def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
             "seed": 0,
             "num_rounds": 4,
             "novel": {"clients": 1, "rounds": 2, "lr": None},
-            "method": {"name": "pfedhn", "server": {"lr": 0.01, "embed_lr": 0.3}},
+            "method": {"name": "pfedhn", "strategy": "pfedhn", "server": {"lr": 0.01, "embed_lr": 0.3}},
         },
         "history": [],
         "groups": {
@@ -136,7 +136,10 @@ def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> N
     """Rows with another rounds × clients-per-round budget say so in local steps, and the settings
     table lists each row's budget, client optimizer and method keys."""
     runs = tmp_path / "runs"
-    for name, method, per_round in (("h", {"name": "pfedhn", "personal_head": False}, 1), ("f", {"name": "fedavg"}, 5)):
+    for name, method, per_round in (
+        ("h", {"name": "pfedhn", "strategy": "pfedhn", "personal_head": False}, 1),
+        ("f", {"name": "fedavg", "strategy": "fedavg"}, 5),
+    ):
         write_run(runs / name, method["name"], 0, 0.8)
         path = runs / name / "results.json"
         result = json.loads(path.read_text())
@@ -188,10 +191,11 @@ def test_seed_bands_match_evaluations_by_round(tmp_path: Path) -> None:
 
 
 def test_pfedla_with_local_layers_is_heurpfedla_s_row() -> None:
-    from pfedhn.summarize import row_key
+    from pfedhn.methods import row_key
 
-    as_preset = row_key({"method": {"name": "heurpfedla", "local_layers": 1}})
-    assert as_preset == row_key({"method": {"name": "pfedla", "local_layers": 1}}) == "heurpfedla_k1"
+    as_preset = row_key({"method": {"name": "heurpfedla", "strategy": "pfedla", "local_layers": 1}})
+    assert as_preset == row_key({"method": {"name": "pfedla", "strategy": "pfedla", "local_layers": 1}})
+    assert as_preset == "heurpfedla_k1"
 
 
 def write_sized_pair(runs: Path, twin_counts: list[int]) -> None:
@@ -204,7 +208,7 @@ def write_sized_pair(runs: Path, twin_counts: list[int]) -> None:
     counts = [10, 30, 20, 40]
     for name, sizes, accuracy in (("multi", [8, 16], [0.5, 0.9, 0.7, 0.6]), ("one", None, [0.4, 0.8, 0.2, 1.0])):
         cfg = {
-            "method": {"name": "pfedhn"},
+            "method": {"name": "pfedhn", "strategy": "pfedhn"},
             "dataset": {"name": "cifar10"},
             "model": {"n_kernels": 16, "sizes": sizes},
             "num_clients": 4,

@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from pfedhn.config import total_rounds
+from pfedhn.methods import total_rounds
+from pfedhn.migration import migrate
 
 LANDED_RUNS = Path(os.environ.get("LANDED_RUNS", Path(__file__).resolve().parents[2] / "results" / "runs"))
 
@@ -52,7 +53,7 @@ def job_status(runs_dir: Path, name: str) -> str:
     result = json.loads(results_file.read_text())
     state = "finished" if result["finished"] else "running" if running else "stopped"
     last = result["history"][-1]["round"] if result["history"] else 0
-    line = f"{name}  {state}  round {last}/{total_rounds(result['config'])}"
+    line = f"{name}  {state}  round {last}/{total_rounds(migrate(result['config']))}"
     if result.get("test_accuracy") is not None:
         line += f"  test {100 * result['test_accuracy']:.2f} % (best validation at round {result['best_val_round']})"
     return line

@@ -14,7 +14,7 @@
 # A job already landed in the checkout's results/runs/<name> (or $LANDED_RUNS/<name>) as finished
 # is skipped too, so workers on a new machine with an empty RUNS_DIR do not run landed jobs again.
 set -uo pipefail
-set -f  # overrides such as model.sizes=[8,16,32] are no globs
+set -f  # overrides such as method.sizes=[8,16,32] are no globs
 jobs_file=$1
 runs_dir=$2
 python=${PYTHON:-python}

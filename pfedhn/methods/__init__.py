@@ -1,78 +1,96 @@
-"""Registry of methods: ``method.strategy`` in the config → its strategy builder and its client side.
+"""The registry: ``method.strategy`` in the config → the method's ``MethodSpec``.
 
-A method is one module here: a ``PersonalizedStrategy`` subclass (the server),
-a builder from the config, and a ``ClientSide`` (what its client does with
-the parameters it keeps). ``METHODS`` is the only place that names them all.
+``METHODS`` is the only place that names them all; everything else asks it (the
+driver for a method's server side and schedule, the client for its ``ClientSide``
+and target, validation for its checks, the summarizer for its table rows).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 from pfedhn import config
-from pfedhn.methods.fedavg import FEDAVG_CHECKS, build_fedavg, fedavg_client_side, kept_from_initial_side
-from pfedhn.methods.fedper import build_fedper
-from pfedhn.methods.lgfedavg import build_lgfedavg
-from pfedhn.methods.local import build_local
-from pfedhn.methods.perfedavg import PERFEDAVG_CHECKS, build_perfedavg, perfedavg_client_side
-from pfedhn.methods.pfedhn import build_pfedhn, pfedhn_checks, pfedhn_client_side
-from pfedhn.methods.pfedla import build_pfedla, pfedla_checks, pfedla_client_side
-from pfedhn.methods.pfedme import PFEDME_CHECKS, build_pfedme, pfedme_client_side
+from pfedhn.method import MethodSpec
+from pfedhn.methods import fedamp, fedavg, fedfomo, fedper, lgfedavg, local, perfedavg, pfedhn, pfedla, pfedme
+from pfedhn.model import ModelSpec
 from pfedhn.protocol import ClientSide
-from pfedhn.strategy import PersonalizedStrategy
+from pfedhn.strategy import FederatedStrategy
 
-
-@dataclass(frozen=True)
-class Method:
-    """A method's parts: ``build(cfg, **base) → strategy``, ``client_side(cfg)`` and
-    ``checks(cfg)``, its config keys (key → (test, what it must be))."""
-
-    build: Callable[..., PersonalizedStrategy]
-    client_side: Callable[[DictConfig], ClientSide]
-    checks: Callable[[DictConfig], config.Checks]
-    multi_size: bool = False  # serves clients with targets of different sizes (``model.sizes``)
-    novel_phase: bool = False  # learns only novel clients' own part late in a run (``novel.clients``, Sec. 5.3)
-
-
-METHODS: dict[str, Method] = {
-    "pfedhn": Method(build_pfedhn, pfedhn_client_side, pfedhn_checks, multi_size=True, novel_phase=True),
-    "pfedla": Method(build_pfedla, pfedla_client_side, pfedla_checks),
-    "local": Method(build_local, kept_from_initial_side, lambda cfg: {}),
-    "fedavg": Method(build_fedavg, fedavg_client_side, lambda cfg: FEDAVG_CHECKS),
-    "fedper": Method(build_fedper, kept_from_initial_side, lambda cfg: {}),
-    "lgfedavg": Method(build_lgfedavg, kept_from_initial_side, lambda cfg: {}),
-    "perfedavg": Method(build_perfedavg, perfedavg_client_side, lambda cfg: PERFEDAVG_CHECKS),
-    "pfedme": Method(build_pfedme, pfedme_client_side, lambda cfg: PFEDME_CHECKS),
+METHODS: dict[str, MethodSpec] = {  # in the order of results tables' rows
+    "local": local.SPEC,
+    "fedavg": fedavg.SPEC,
+    "fedper": fedper.SPEC,
+    "lgfedavg": lgfedavg.SPEC,
+    "perfedavg": perfedavg.SPEC,
+    "pfedme": pfedme.SPEC,
+    "pfedhn": pfedhn.SPEC,
+    "fedamp": fedamp.SPEC,
+    "fedfomo": fedfomo.SPEC,
+    "pfedla": pfedla.SPEC,
 }
 
 
+def spec_of(cfg: Mapping[str, Any]) -> MethodSpec:
+    """The ``MethodSpec`` of a config's ``method.strategy`` (a composed config or a saved one)."""
+    return METHODS[cfg["method"]["strategy"]]
+
+
 def client_side(cfg: DictConfig) -> ClientSide:
-    """The ``ClientSide`` of the method ``cfg.method.strategy``."""
-    return METHODS[cfg.method.strategy].client_side(cfg)
+    return spec_of(cfg).client_side(cfg)
 
 
-def build_strategy(cfg: DictConfig, **run: Any) -> PersonalizedStrategy:
-    """The strategy named by ``method.strategy`` for the experiment ``cfg``, seeded by ``seed``.
+def target_of(cfg: DictConfig, partition: int) -> ModelSpec:
+    """Client ``partition``'s target network."""
+    return spec_of(cfg).target(cfg, partition)
 
-    ``run`` holds the run's own ``PersonalizedStrategy`` arguments (history,
-    results_path, progress, checkpoint_path, checkpoint_every). Flower runs
-    ``num_rounds + novel.rounds`` rounds.
+
+def build_strategy(cfg: DictConfig, **run: Any) -> FederatedStrategy:
+    """The Flower strategy running the method of ``cfg``, seeded by ``seed``.
+
+    ``run`` holds the run's own ``FederatedStrategy`` arguments (history, results_path,
+    progress, checkpoint_path, checkpoint_every).
     """
+    spec = spec_of(cfg)
+    schedule = spec.schedule(cfg)
     torch.manual_seed(cfg.seed)
-    return METHODS[cfg.method.strategy].build(
-        cfg,
-        num_clients=cfg.num_clients,
-        num_rounds=cfg.num_rounds + cfg.novel.rounds,
+    method = spec.build(cfg, schedule)
+    return FederatedStrategy(
+        method,
+        schedule,
         clients_per_round=cfg.clients_per_round,
-        eval_every=cfg.eval_every,
         seed=cfg.seed,
-        novel_clients=cfg.novel.clients,
-        novel_rounds=cfg.novel.rounds,
         faults=config.fault_policy(cfg),
         **run,
     )
+
+
+def total_rounds(cfg: Mapping[str, Any]) -> int:
+    """Rounds of a whole run (pFedHN's novel phase included), of a composed or a saved (migrated) config."""
+    return spec_of(cfg).schedule(cfg).num_rounds
+
+
+def row_key(cfg: Mapping[str, Any]) -> str:
+    """The results-table row of a run's config."""
+    return spec_of(cfg).rows.key(cfg)
+
+
+def table_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's method settings as results tables list them: its ``method.`` keys but its name
+    and the keys older configs held at the top level (``MethodSpec.moved_keys``: tables list
+    them as before, pFedHN's target sizes in the row's label)."""
+    moved = {key.split(".")[-1] for key in spec_of(cfg).moved_keys}
+    return {k: v for k, v in cfg["method"].items() if k not in ("name", "strategy", *moved)}
+
+
+def row_place(key: str) -> tuple[tuple[int, int], str]:
+    """((the method's place in ``METHODS``, the row's among its rows), its label) of a row key;
+    an unknown key goes last, labelled as itself."""
+    for index, spec in enumerate(METHODS.values()):
+        found = spec.rows.find(key)
+        if found is not None:
+            return (index, found[0]), found[1]
+    return (len(METHODS), 0), key

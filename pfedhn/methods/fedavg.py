@@ -17,15 +17,17 @@ from flwr.server.strategy.aggregate import aggregate
 from omegaconf import DictConfig
 
 from pfedhn import config
+from pfedhn.checks import non_negative_int
+from pfedhn.method import Method, MethodSpec, TableRows
 from pfedhn.model import TargetCNN
 from pfedhn.protocol import Adaptation, ClientModel, ClientSide
-from pfedhn.strategy import PersonalizedStrategy
+from pfedhn.schedule import Schedule
 from pfedhn.utils import derive_seed
 
 INIT_STREAM = 5  # tag of the shared initial model's derived seed
 
 
-class GlobalAverage(PersonalizedStrategy):
+class GlobalAverage(Method):
     """One global copy of the parameters in ``shared``, averaged over the round's clients;
     every client keeps the other parameters of its model.
 
@@ -45,14 +47,17 @@ class GlobalAverage(PersonalizedStrategy):
         the head (LG-FedAvg) or none (Local).
     mixing : float (default: 1.0)
         β, the server's step toward the clients' average (pFedMe's β; 1: FedAvg).
-    **kwargs
-        ``PersonalizedStrategy`` arguments (num_clients, num_rounds, client_state, ...).
+    client_state : bool | None (default: None)
+        Its clients keep state; None: when they keep parameters (``shared`` is not all).
     """
 
     def __init__(
-        self, *, initial: dict[str, np.ndarray], shared: tuple[str, ...], mixing: float = 1.0, **kwargs: Any
+        self,
+        initial: dict[str, np.ndarray],
+        shared: tuple[str, ...],
+        mixing: float = 1.0,
+        client_state: bool | None = None,
     ) -> None:
-        super().__init__(**kwargs)
         unknown = set(shared) - set(initial)
         if unknown:
             raise ValueError(f"shared parameters not in the model: {sorted(unknown)}")
@@ -60,9 +65,10 @@ class GlobalAverage(PersonalizedStrategy):
         self.kept = tuple(name for name in initial if name not in shared)
         self.weights = {name: initial[name].copy() for name in shared}
         self.mixing = mixing
+        self.client_state = bool(self.kept) if client_state is None else client_state
 
     def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, shared={list(self.shared)}, kept={list(self.kept)}, mixing={self.mixing})"
+        return f"GlobalAverage(shared={list(self.shared)}, kept={list(self.kept)}, mixing={self.mixing})"
 
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
         """The global ``shared`` parameters; the client keeps the rest."""
@@ -113,16 +119,15 @@ def kept_from_initial_side(cfg: DictConfig) -> ClientSide:
     return ClientSide(init_kept=init_kept_from_initial)
 
 
-def build_global_average(cfg: DictConfig, shared: tuple[str, ...], mixing: float = 1.0, **base: Any) -> GlobalAverage:
-    """A ``GlobalAverage`` of ``shared`` from ``initial_weights``; clients keep state when they keep parameters."""
+def build_global_average(cfg: DictConfig, shared: tuple[str, ...], **options: Any) -> GlobalAverage:
+    """A ``GlobalAverage`` of ``shared`` from ``initial_weights`` (``options``: its mixing, client_state)."""
     initial = {name: tensor.numpy() for name, tensor in initial_weights(cfg).items()}
-    base.setdefault("client_state", len(shared) < len(initial))
-    return GlobalAverage(initial=initial, shared=shared, mixing=mixing, **base)
+    return GlobalAverage(initial, shared, **options)
 
 
-def build_fedavg(cfg: DictConfig, **base: Any) -> GlobalAverage:
+def build(cfg: DictConfig, schedule: Schedule) -> GlobalAverage:
     """FedAvg: every parameter global."""
-    return build_global_average(cfg, tuple(initial_weights(cfg)), **base)
+    return build_global_average(cfg, tuple(initial_weights(cfg)))
 
 
 def finetuning(cfg: DictConfig) -> Adaptation | None:
@@ -132,10 +137,15 @@ def finetuning(cfg: DictConfig) -> Adaptation | None:
     return Adaptation(steps, c.lr, c.momentum, c.weight_decay) if steps else None
 
 
-def fedavg_client_side(cfg: DictConfig) -> ClientSide:
-    return ClientSide(adaptation=finetuning)
+def row_key(cfg: Any) -> str:
+    return "fedavg_ft" if cfg["method"].get("finetune_steps") else "fedavg"
 
 
-FEDAVG_CHECKS: config.Checks = {
-    "method.finetune_steps": (config.non_negative_int, "a non-negative integer (0: FedAvg, > 0: FedAvg+FT)"),
-}
+SPEC = MethodSpec(
+    build=build,
+    checks=lambda cfg: {
+        "method.finetune_steps": (non_negative_int, "a non-negative integer (0: FedAvg, > 0: FedAvg+FT)"),
+    },
+    rows=TableRows(row_key, {"fedavg": "FedAvg", "fedavg_ft": "FedAvg+FT"}),
+    client_side=lambda cfg: ClientSide(adaptation=finetuning),
+)

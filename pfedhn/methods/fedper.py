@@ -8,16 +8,24 @@ with the client optimizer like the body, as FedPer trains the whole model.
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig
 
 from pfedhn import config
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average, initial_weights
+from pfedhn.method import MethodSpec, TableRows, by_name
+from pfedhn.methods.fedavg import GlobalAverage, build_global_average, initial_weights, kept_from_initial_side
 from pfedhn.model import head_names
+from pfedhn.schedule import Schedule
 
 
-def build_fedper(cfg: DictConfig, **base: Any) -> GlobalAverage:
+def build(cfg: DictConfig, schedule: Schedule) -> GlobalAverage:
     """The body (conv1, conv2, fc1, fc2) global; the head (``head.*``) on each client."""
     head = head_names(config.model_spec(cfg))
-    return build_global_average(cfg, tuple(n for n in initial_weights(cfg) if n not in head), **base)
+    return build_global_average(cfg, tuple(n for n in initial_weights(cfg) if n not in head))
+
+
+SPEC = MethodSpec(
+    build=build,
+    checks=lambda cfg: {},
+    rows=TableRows(by_name, {"fedper": "FedPer"}),
+    client_side=kept_from_initial_side,
+)

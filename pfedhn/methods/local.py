@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig
 
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average
+from pfedhn.method import MethodSpec, TableRows, by_name
+from pfedhn.methods.fedavg import GlobalAverage, build_global_average, kept_from_initial_side
+from pfedhn.schedule import Schedule
 
 
-def build_local(cfg: DictConfig, **base: Any) -> GlobalAverage:
+def build(cfg: DictConfig, schedule: Schedule) -> GlobalAverage:
     """Nothing shared: each client keeps its whole model (``Context.state``), starting from
     the shared initial model; the server only samples and evaluates."""
-    return build_global_average(cfg, shared=(), **base)
+    return build_global_average(cfg, shared=())
+
+
+SPEC = MethodSpec(
+    build=build,
+    checks=lambda cfg: {},
+    rows=TableRows(by_name, {"local": "Local"}),
+    client_side=kept_from_initial_side,
+)

@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.func import functional_call
 
-from pfedhn import config
-from pfedhn.methods.fedavg import GlobalAverage, build_fedavg
+from pfedhn.checks import positive
+from pfedhn.method import MethodSpec, TableRows
+from pfedhn.methods import fedavg
 from pfedhn.protocol import Adaptation, ClientSide
 from pfedhn.train import Batch, LocalObjective
 
@@ -100,21 +101,20 @@ def one_step_adaptation(cfg: DictConfig) -> Adaptation:
     return Adaptation(steps=1, lr=cfg.method.alpha)
 
 
-def perfedavg_client_side(cfg: DictConfig) -> ClientSide:
-    return ClientSide(objective=perfedavg_objective, adaptation=one_step_adaptation)
+def row_key(cfg: Any) -> str:
+    """``perfedavg`` (first order) or ``perfedavg_hf``."""
+    variant = cfg["method"].get("variant", "fo")
+    return "perfedavg" if variant == "fo" else f"perfedavg_{variant}"
 
 
-def build_perfedavg(cfg: DictConfig, **base: Any) -> GlobalAverage:
-    """FedAvg's server: the whole model is averaged."""
-    return build_fedavg(cfg, **base)
-
-
-PERFEDAVG_CHECKS: config.Checks = {
-    "method.variant": (lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
-    "method.alpha": (config.positive, "a positive number"),
-    "method.delta": (config.positive, "a positive number"),
-    "client.epochs": (
-        lambda v: v is None,
-        "null: Per-FedAvg steps take 2 (FO) or 3 (HF) batches each",
-    ),
-}
+SPEC = MethodSpec(
+    build=fedavg.build,  # FedAvg's server: the whole model is averaged
+    checks=lambda cfg: {
+        "method.variant": (lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
+        "method.alpha": (positive, "a positive number"),
+        "method.delta": (positive, "a positive number"),
+        "client.epochs": (lambda v: v is None, "null: Per-FedAvg steps take 2 (FO) or 3 (HF) batches each"),
+    },
+    rows=TableRows(row_key, {"perfedavg": "Per-FedAvg (FO)", "perfedavg_hf": "Per-FedAvg (HF)"}),
+    client_side=lambda cfg: ClientSide(objective=perfedavg_objective, adaptation=one_step_adaptation),
+)

@@ -1,7 +1,12 @@
-"""pFedLA and HeurpFedLA: layer-wise personalized aggregation weighted by per-client hypernetworks."""
+"""pFedLA and HeurpFedLA: layer-wise personalized aggregation weighted by per-client hypernetworks.
+
+Paper: https://arxiv.org/abs/2205.03993 (Ma et al., CVPR 2022)
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Mapping
 from logging import WARNING
 from typing import Any
 
@@ -14,18 +19,18 @@ from torch import nn
 
 from pfedhn import config
 from pfedhn.aggregation import StoredModels
+from pfedhn.checks import Checks, non_negative, non_negative_int, positive, positive_int
 from pfedhn.errors import ConfigError
-from pfedhn.hypernetwork import LayerWeights, normalize_rows
+from pfedhn.hypernetwork import LayerWeights, normalize_rows, step_toward_trained
+from pfedhn.method import Method, MethodSpec, TableRows
 from pfedhn.model import TargetCNN
 from pfedhn.model import layers as target_layers
-from pfedhn.protocol import ClientModel, ClientSide
-from pfedhn.strategy import PersonalizedStrategy
+from pfedhn.protocol import ClientModel
+from pfedhn.schedule import Schedule
 
 
-class PFedLA(PersonalizedStrategy):
-    """Layer-wised personalized aggregation (Ma et al., CVPR 2022).
-
-    Paper: https://arxiv.org/abs/2205.03993
+class PFedLA(Method):
+    """Layer-wised personalized aggregation.
 
     The server keeps every client's latest model θ_j (``StoredModels``) and one
     small hypernetwork HN_i per client (``LayerWeights``), which gives per layer l
@@ -34,7 +39,7 @@ class PFedLA(PersonalizedStrategy):
     the round, trains it and returns Δ_i = θ_trained − θ̄_i. The server descends
     ½‖θ̄_i(ψ_i) − θ_trained‖² in HN_i's parameters ψ_i: its gradient is the
     vector–Jacobian product (∂θ̄_i/∂ψ_i)ᵀ(−Δ_i), one step of HN_i's optimizer
-    (the sign that moves θ̄_i toward θ_trained), and then sets θ_i ← θ_trained.
+    (``step_toward_trained``, pFedHN's step, unclipped), and then sets θ_i ← θ_trained.
     Every HN_i update of a round reads the same stored models, so the order of the
     clients within a round does not matter. A layer's weight and bias share one α.
 
@@ -61,21 +66,18 @@ class PFedLA(PersonalizedStrategy):
         One per client, stepping ``weights[i]``.
     local_layers : int (default: 0)
         HeurpFedLA's K; 0 is pFedLA.
-    **kwargs
-        ``PersonalizedStrategy`` arguments (num_clients, num_rounds, ...).
     """
 
     def __init__(
         self,
-        *,
         models: StoredModels,
         layers: dict[str, list[str]],
         weights: nn.ModuleList,
         optimizers: list[torch.optim.Optimizer],
         local_layers: int = 0,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(client_state=local_layers > 0, **kwargs)
+        self.client_state = local_layers > 0
+        self.num_clients = len(weights)
         if not 0 <= local_layers <= len(layers):
             raise ValueError(f"local_layers must be in 0..{len(layers)}, got {local_layers}")
         if local_layers == len(layers):
@@ -96,7 +98,7 @@ class PFedLA(PersonalizedStrategy):
     def __repr__(self) -> str:
         size = sum(p.numel() for p in self.weights[0].parameters())
         layers = list(self.layers)
-        return f"{super().__repr__()[:-1]}, local_layers={self.local_layers}, layers={layers}, hn_params={size})"
+        return f"PFedLA(local_layers={self.local_layers}, layers={layers}, hn_params={size})"
 
     # ------------------------------------------------------------------ the method
 
@@ -164,7 +166,7 @@ class PFedLA(PersonalizedStrategy):
             changes = {n: torch.from_numpy(d).to(self.models.device) for n, d in deltas.items()}
             own = self.models.of(client)
             returned_whole = {n: own[n] + changes.pop(n) for layer in released for n in self.layers[layer]}
-            norm, trained[client] = self.hypernetwork_step(client, changes, local + released)
+            norm, trained[client] = self.hypernetwork_step(client, changes, skip=local + released)
             trained[client].update(returned_whole)
             self.releases[client] += bool(released)
             norms.append(norm)
@@ -174,26 +176,16 @@ class PFedLA(PersonalizedStrategy):
         return {"hypernetwork_grad_norm": float(np.mean(norms))}
 
     def hypernetwork_step(
-        self, client: int, deltas: dict[str, torch.Tensor], local: list[str]
+        self, client: int, deltas: dict[str, torch.Tensor], skip: list[str]
     ) -> tuple[float, dict[str, torch.Tensor]]:
-        """One step of HN_client from Δ (its layers in ``local`` left out), against the stored
+        """One step of HN_client from Δ (its layers in ``skip`` left out), against the stored
         models as they are; returns the gradient norm and θ_trained of the uploaded tensors."""
-        optimizer = self.optimizers[client]
-        optimizer.zero_grad(set_to_none=True)
-        params = list(self.weights[client].parameters())
-        with torch.enable_grad():
-            aggregated = self.aggregate(self.alpha(client), skip=local)
-            if set(aggregated) != set(deltas):
-                raise ValueError(f"client {client} returned {sorted(deltas)}, expected {sorted(aggregated)}")
-            names = list(aggregated)
-            grads = torch.autograd.grad(
-                [aggregated[n] for n in names], params, grad_outputs=[-deltas[n] for n in names], allow_unused=True
-            )
-        for param, grad in zip(params, grads):
-            param.grad = torch.zeros_like(param) if grad is None else grad
-        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
-        optimizer.step()
-        return norm, {n: aggregated[n].detach() + deltas[n] for n in names}
+
+        def aggregated(c: int, names: Collection[str]) -> Mapping[str, torch.Tensor]:
+            return self.aggregate(self.alpha(c), skip=skip)
+
+        norm, generated = step_toward_trained(self.optimizers[client], aggregated, {client: deltas})
+        return norm, {n: generated[client][n] + deltas[n] for n in generated[client]}
 
     def clients_failed(self, clients: list[int]) -> None:
         """A client whose fit failed may have lost its local layers (a restarted node comes back
@@ -241,12 +233,7 @@ class PFedLA(PersonalizedStrategy):
         self.releases = list(state.get("releases", [0] * self.num_clients))
 
 
-def pfedla_client_side(cfg: Any) -> ClientSide:
-    """The client keeps HeurpFedLA's local layers; the server sends each the first time."""
-    return ClientSide()
-
-
-def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
+def build(cfg: DictConfig, schedule: Schedule) -> PFedLA:
     """pFedLA (``method.local_layers=0``) or HeurpFedLA (K > 0) from the config.
 
     Every client's model starts from one target network drawn from ``torch``'s
@@ -261,32 +248,35 @@ def build_pfedla(cfg: DictConfig, **base: Any) -> PFedLA:
         for _ in range(cfg.num_clients)
     ).to(device)
     optimizers = [torch.optim.SGD(w.parameters(), lr=server.lr, momentum=server.momentum) for w in weights]
-    return PFedLA(
-        models=StoredModels(initial, cfg.num_clients),
-        layers=layers,
-        weights=weights,
-        optimizers=optimizers,
-        local_layers=cfg.method.local_layers,
-        **base,
-    )
+    return PFedLA(StoredModels(initial, cfg.num_clients), layers, weights, optimizers, cfg.method.local_layers)
 
 
-def pfedla_checks(cfg: DictConfig) -> config.Checks:
+def checks(cfg: DictConfig) -> Checks:
     """pFedLA's keys; HeurpFedLA's K at most the target's number of layers."""
     count = len(target_layers(config.model_spec(cfg)))
     return {
         "method.local_layers": (
-            lambda k: config.non_negative_int(k) and k <= count,
+            lambda k: non_negative_int(k) and k <= count,
             f"a non-negative integer, at most the target's {count} layers (HeurpFedLA's K; 0: pFedLA)",
         ),
-        **PFEDLA_CHECKS,
+        "method.hypernetwork.embed_dim": (positive_int, "a positive integer"),
+        "method.hypernetwork.hidden_dim": (positive_int, "a positive integer"),
+        "method.hypernetwork.n_hidden": (non_negative_int, "a non-negative integer"),
+        "method.server.lr": (positive, "a positive number"),
+        "method.server.momentum": (non_negative, "a non-negative number"),
     }
 
 
-PFEDLA_CHECKS: config.Checks = {
-    "method.hypernetwork.embed_dim": (config.positive_int, "a positive integer"),
-    "method.hypernetwork.hidden_dim": (config.positive_int, "a positive integer"),
-    "method.hypernetwork.n_hidden": (config.non_negative_int, "a non-negative integer"),
-    "method.server.lr": (config.positive, "a positive number"),
-    "method.server.momentum": (config.non_negative, "a non-negative number"),
-}
+def row_key(cfg: Mapping[str, Any]) -> str:
+    """``pfedla``, or ``heurpfedla_k<K>`` (also for ``method=pfedla method.local_layers=K``)."""
+    k = cfg["method"].get("local_layers")
+    return f"heurpfedla_k{k}" if k else "pfedla"
+
+
+def heuristic_label(key: str) -> tuple[int, str] | None:
+    """HeurpFedLA's rows, one per K, after pFedLA's."""
+    match = re.fullmatch(r"heurpfedla_k(\d+)", key)
+    return None if match is None else (int(match.group(1)), f"HeurpFedLA, K = {match.group(1)}")
+
+
+SPEC = MethodSpec(build=build, checks=checks, rows=TableRows(row_key, {"pfedla": "pFedLA"}, heuristic_label))

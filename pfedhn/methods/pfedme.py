@@ -11,16 +11,17 @@ model, and is evaluated with it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from pfedhn import config
+from pfedhn.checks import non_negative, positive, positive_int
+from pfedhn.method import MethodSpec, TableRows, by_name
 from pfedhn.methods.fedavg import GlobalAverage, build_global_average, initial_weights
 from pfedhn.methods.perfedavg import loss_and_gradient
 from pfedhn.protocol import ClientSide
+from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, LocalObjective
 
 PERSONAL_PREFIX = "personal."  # store entries holding θ_i
@@ -99,20 +100,21 @@ def pfedme_objective(cfg: DictConfig, model: nn.Module) -> PFedMeObjective:
     return PFedMeObjective(model, lamda=m.lamda, inner_steps=m.inner_steps, personal_lr=m.personal_lr, lr=m.lr, mu=m.mu)
 
 
-def pfedme_client_side(cfg: DictConfig) -> ClientSide:
-    return ClientSide(objective=pfedme_objective, personal=PERSONAL_PREFIX)
-
-
-def build_pfedme(cfg: DictConfig, **base: Any) -> GlobalAverage:
+def build(cfg: DictConfig, schedule: Schedule) -> GlobalAverage:
     """The whole model averaged, mixed in with β; clients keep θ_i (so checkpoints collect it)."""
-    return build_global_average(cfg, tuple(initial_weights(cfg)), mixing=cfg.method.beta, client_state=True, **base)
+    return build_global_average(cfg, tuple(initial_weights(cfg)), mixing=cfg.method.beta, client_state=True)
 
 
-PFEDME_CHECKS: config.Checks = {
-    "method.lamda": (config.positive, "a positive number"),
-    "method.inner_steps": (config.positive_int, "a positive integer"),
-    "method.personal_lr": (config.positive, "a positive number"),
-    "method.lr": (config.positive, "a positive number"),
-    "method.beta": (config.positive, "a positive number"),
-    "method.mu": (config.non_negative, "a non-negative number"),
-}
+SPEC = MethodSpec(
+    build=build,
+    checks=lambda cfg: {
+        "method.lamda": (positive, "a positive number"),
+        "method.inner_steps": (positive_int, "a positive integer"),
+        "method.personal_lr": (positive, "a positive number"),
+        "method.lr": (positive, "a positive number"),
+        "method.beta": (positive, "a positive number"),
+        "method.mu": (non_negative, "a non-negative number"),
+    },
+    rows=TableRows(by_name, {"pfedme": "pFedMe"}),
+    client_side=lambda cfg: ClientSide(objective=pfedme_objective, personal=PERSONAL_PREFIX),
+)
