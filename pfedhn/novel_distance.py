@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = json.loads((args.run_dir / "results.json").read_text())
     if "test_accuracy" not in result.get("groups", {}).get("novel", {}):
-        parser.error(f"{args.run_dir} has no novel-client results (novel.clients and novel.rounds > 0)")
+        parser.error(f"{args.run_dir} has no novel-client results (method.novel.clients and rounds > 0)")
     cfg = OmegaConf.create(result["config"])
     if args.data_root:
         cfg.dataset.root = args.data_root
