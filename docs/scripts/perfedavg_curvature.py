@@ -1,4 +1,4 @@
-"""Curvature of Per-FedAvg global models against the adaptation step α (README, "Reference methods").
+"""Curvature of Per-FedAvg global models against the adaptation step α (docs/reference-methods.md).
 
 python docs/scripts/perfedavg_curvature.py RUN_DIR [RUN_DIR ...]
 
