@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 
@@ -64,3 +65,8 @@ class StoredModels:
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
         device = self.device
         self.tensors = {name: tensor.to(device).clone() for name, tensor in state.items()}
+
+
+def arrays(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """name → the tensor as a CPU numpy array (what a ``ClientModel`` carries)."""
+    return {name: tensor.cpu().numpy() for name, tensor in tensors.items()}

@@ -80,18 +80,25 @@ class LocalObjective:
     ) -> float:
         """One update of ``model`` from ``batches_per_step`` batches; the step's loss.
 
-        Plain SGD: zero the gradients, backpropagate the batch's cross-entropy, clip
-        the gradient of ``clipped`` to norm ``grad_clip``, step every optimizer.
+        Plain SGD: zero the gradients, backpropagate ``loss`` of the batch, clip the
+        gradient of ``clipped`` to norm ``grad_clip``, step every optimizer.
         """
-        ((images, labels),) = batches
+        (batch,) = batches
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
+        minimized, reported = self.loss(model, batch)
+        minimized.backward()
         torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
         for optimizer in optimizers:
             optimizer.step()
-        return loss.item()
+        return reported.item()
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the step minimizes, what it reports) on ``batch``: the cross-entropy, both, here
+        (FedAMP adds its proximal term to the first)."""
+        images, labels = batch
+        loss = F.cross_entropy(model(images), labels)
+        return loss, loss
 
     def kept(self) -> dict[str, torch.Tensor]:
         """State the client keeps after training, name → tensor (pFedMe: its personalized model); none here."""

@@ -68,10 +68,14 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.rounds, args.threads)))
         return
-    print("| clients | hypernetwork parameters | stored model parameters | peak memory (MB) | a round's models (s) | a round's steps (s) |")
+    print(
+        "| clients | hypernetwork parameters | stored model parameters | peak memory (MB) "
+        "| a round's models (s) | a round's steps (s) |"
+    )
     print("|---|---|---|---|---|---|")
     for n in args.clients:
-        command = [sys.executable, __file__, "--one", str(n), "--rounds", str(args.rounds), "--threads", str(args.threads)]
+        command = [sys.executable, __file__, "--one", str(n), "--rounds", str(args.rounds)]
+        command += ["--threads", str(args.threads)]
         row = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
         print(
             f"| {n} | {row['hypernetwork_params']:,} | {row['stored_params']:,} | {row['peak_rss_mb']:.0f} "

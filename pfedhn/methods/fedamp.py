@@ -15,7 +15,6 @@ stored models take part (the paper is cross-silo: every client every round); α 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pfedhn import config
-from pfedhn.aggregation import StoredModels
+from pfedhn.aggregation import StoredModels, arrays
 from pfedhn.checks import positive
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
 from pfedhn.methods.fedavg import initial_weights
@@ -84,10 +83,10 @@ class FedAMP(Method):
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
         """Training: u_client; evaluation: w_client."""
         if not training:
-            return ClientModel({n: t.cpu().numpy() for n, t in self.models.of(client).items()})
+            return ClientModel(arrays(self.models.of(client)))
         u = message_passing(self.models, client, attention(self.models, client, self.alpha, self.sigma))
         self._sent[client] = u
-        return ClientModel({n: t.cpu().numpy() for n, t in u.items()})
+        return ClientModel(arrays(u))
 
     def apply_updates(
         self,
@@ -132,24 +131,12 @@ class ProximalObjective(LocalObjective):
         self.anchor = {name: p.detach().clone() for name, p in model.named_parameters()}
         self.weight = weight  # λ / α
 
-    def step(
-        self,
-        model: nn.Module,
-        batches: Sequence[Batch],
-        optimizers: Sequence[torch.optim.Optimizer],
-        clipped: Sequence[nn.Parameter],
-        grad_clip: float,
-    ) -> float:
-        ((images, labels),) = batches
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-entropy plus λ/(2α)‖w − u‖² to minimize; the cross-entropy to report."""
+        images, labels = batch
         loss = F.cross_entropy(model(images), labels)
         proximal = sum(((p - self.anchor[n]) ** 2).sum() for n, p in model.named_parameters())
-        (loss + 0.5 * self.weight * proximal).backward()
-        torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
-        for optimizer in optimizers:
-            optimizer.step()
-        return loss.item()
+        return loss + 0.5 * self.weight * proximal, loss
 
 
 def build(cfg: DictConfig, schedule: Schedule) -> FedAMP:

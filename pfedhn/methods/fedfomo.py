@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pfedhn import config
-from pfedhn.aggregation import StoredModels
+from pfedhn.aggregation import StoredModels, arrays
 from pfedhn.checks import non_negative, positive_int
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
 from pfedhn.methods.fedavg import initial_weights
@@ -148,13 +148,13 @@ class FedFomo(Method):
     def client_model(self, client: int, server_round: int, training: bool) -> ClientModel:
         """Training: B_client, and as extras its own θ and the picked others' θ; evaluation: θ_client."""
         if not training:
-            return ClientModel(numpy(self.trained.of(client)))
+            return ClientModel(arrays(self.trained.of(client)))
         chosen = [client, *self.pick(client, server_round)]
         self._sent[client] = chosen
         extras = {
-            CANDIDATE.format(k) + n: t for k, c in enumerate(chosen) for n, t in numpy(self.trained.of(c)).items()
+            CANDIDATE.format(k) + n: t for k, c in enumerate(chosen) for n, t in arrays(self.trained.of(c)).items()
         }
-        return ClientModel(numpy(self.baselines.of(client)), extras=extras, reports={WEIGHTS: (len(chosen),)})
+        return ClientModel(arrays(self.baselines.of(client)), extras=extras, reports={WEIGHTS: (len(chosen),)})
 
     def apply_updates(
         self,
@@ -165,12 +165,12 @@ class FedFomo(Method):
         """θ_i ← B_i + Δ_i, B_i ← its mix (the model it trained from), P_i += w / |Σ w|, after
         every client of the round (order-free); the round's clients become the next pool."""
         new = {}
-        for client, arrays in updates.items():
-            weights = arrays[WEIGHTS].astype(np.float64)
+        for client, returned in updates.items():
+            weights = returned[WEIGHTS].astype(np.float64)
             chosen = self._sent.pop(client)
             base = self.baselines.of(client)
             mixed = mix(base, [self.trained.of(c) for c in chosen], weights)
-            trained = {n: base[n] + torch.from_numpy(d).to(base[n].device) for n, d in arrays.items() if n != WEIGHTS}
+            trained = {n: base[n] + torch.from_numpy(d).to(base[n].device) for n, d in returned.items() if n != WEIGHTS}
             new[client] = (trained, mixed)
             total = max(abs(weights.sum()), 1e-9)
             self.affinity[client, chosen] += torch.from_numpy(weights / total)
@@ -203,10 +203,6 @@ class FedFomo(Method):
         self.affinity = state["affinity"].clone()
         self.participants = list(state["participants"])
         self.rng.bit_generator.state = state["rng"]
-
-
-def numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {n: t.cpu().numpy() for n, t in tensors.items()}
 
 
 def build(cfg: DictConfig, schedule: Schedule) -> FedFomo:
