@@ -4,10 +4,9 @@ A client's identity is its data partition, ``context.node_config["partition-id"]
 (never Flower's random node id). It trains what the server sends, returns the
 change, and keeps what each instruction says it keeps (``pfedhn.protocol.KEEP``:
 e.g. pFedHN-PC's classifier head and its momentum, LG-FedAvg's body, HeurpFedLA's
-local layers; pFedMe's personalized model is its objective's ``kept`` state) in its
-store, ``context.state``, across rounds. What it keeps is named by the server and
-initialized as the method's ``ClientSide`` says: the client itself has no
-per-method branch.
+local layers; pFedMe's personalized model) in its store (``pfedhn.client_store``)
+across rounds, as its method's ``ClientSide.keeping`` declares: the client itself
+has no per-method branch.
 """
 
 from __future__ import annotations
@@ -22,13 +21,14 @@ from logging import WARNING
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import NDArrays, Scalar
 from flwr.common.logger import log
 from omegaconf import DictConfig
 
 from pfedhn import config, validation
+from pfedhn.client_store import ClientStore
 from pfedhn.dataset import FederatedData, load_federated
 from pfedhn.message_timing import TimedClient
 from pfedhn.methods import client_side, target_of
@@ -56,8 +56,6 @@ from pfedhn.protocol import (
 from pfedhn.train import Normalization, batch_indices, evaluate_splits, train_local
 from pfedhn.utils import derive_seed
 
-STORE = "kept"  # the Context.state record holding what this client keeps
-MOMENTUM_PREFIX = "momentum."  # store entries holding a kept parameter's momentum
 TRAIN_STREAM = 2  # tag that keeps the local batches' derived seeds apart from other uses
 ADAPT_STREAM = 4  # tag of the batches of the steps taken before evaluating (ClientSide.adaptation)
 
@@ -141,7 +139,7 @@ class PersonalizedClient(NumPyClient):
         self.partition_id = partition_id
         self.node_partitions = node_partitions
         self.cfg = cfg
-        self.state = state
+        self.store = ClientStore(state, setup.side.keeping, cfg, partition_id)
         self.side = setup.side
         self.spec = target_of(cfg, partition_id)
         self.device = setup.device
@@ -153,7 +151,7 @@ class PersonalizedClient(NumPyClient):
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         """Its partition id, its node's number of partitions (if it knows it) and the names of its
         store (``get_parameters``' order)."""
-        properties: dict[str, Scalar] = {PARTITION_ID: self.partition_id, KEPT: join_names(list(self._store()))}
+        properties: dict[str, Scalar] = {PARTITION_ID: self.partition_id, KEPT: join_names(list(self.store.tensors()))}
         if self.node_partitions is not None:
             properties[PARTITIONS] = self.node_partitions
         return properties
@@ -161,26 +159,24 @@ class PersonalizedClient(NumPyClient):
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         """This client's store, for the server's checkpoints."""
         self._check_addressee(config)
-        return [tensor.numpy() for tensor in self._store().values()]
+        return [tensor.numpy() for tensor in self.store.tensors().values()]
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """Train sent and kept parameters; store the kept ones; return (trained − sent of the
         others, #train samples, metrics)."""
         sent, keep, extras = self._read(parameters, config)
-        store = self._store()
-        lost = self._lost(store, config)
-        model = self._load(sent, keep, store, split_names(config.get(RELEASE, "")))
+        lost = self._lost(config)
+        model = self._load(sent, keep, split_names(config.get(RELEASE, "")))
         reports = {}
         if self.side.prepare is not None:
             reports = self.side.prepare(self.cfg, model, extras, self._split("val"), self.norm)
         named = dict(model.named_parameters())
         returned = [name for name in sent if name not in keep]
-        own_optimizer = self.side.kept_optimizer is not None
-        shared = [named[n] for n in returned] + ([] if own_optimizer else [named[n] for n in keep])
+        kept_optimizer = self.store.kept_optimizer(named, keep)
+        shared = [named[n] for n in returned] + ([] if self.side.keeping.optimizer else [named[n] for n in keep])
         c = self.cfg.client
         optimizers = [torch.optim.SGD(shared, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
-        if own_optimizer and keep:
-            optimizers.append(self._kept_optimizer(named, keep, store))
+        optimizers += [] if kept_optimizer is None else [kept_optimizer]
         objective = None if self.side.objective is None else self.side.objective(self.cfg, model)
         per_step = 1 if objective is None else objective.batches_per_step
         images, labels = self._split("train")
@@ -197,23 +193,27 @@ class PersonalizedClient(NumPyClient):
             grad_clip=c.grad_clip,
             objective=objective,
         )
-        kept = {} if objective is None else objective.kept()
-        self._save(named, keep, optimizers[-1] if own_optimizer else None, kept)
+        self.store.save(named, keep, kept_optimizer, {} if objective is None else objective.kept())
         delta = [(named[name].detach().cpu() - torch.tensor(sent[name])).contiguous().numpy() for name in returned]
         delta += [np.asarray(reports[name], dtype=np.float32) for name in split_names(config.get(REPORTS, ""))]
-        metrics = {PARTITION_ID: self.partition_id, "train_loss": loss, STORED: len(self._store()), LOST: int(lost)}
+        metrics = {
+            PARTITION_ID: self.partition_id,
+            "train_loss": loss,
+            STORED: len(self.store.tensors()),
+            LOST: int(lost),
+        }
         return delta, len(labels), metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         """Validation and test loss sums, correct and counts of the sent model with the kept
-        parameters in place, or of the personalized model the client keeps (``ClientSide.personal``),
+        parameters in place, or of the personalized model the client keeps (``Keeping.personal``),
         after the method's ``ClientSide.adaptation`` steps (the store is left as it is)."""
         sent, keep, _ = self._read(parameters, config)
-        store = self._store()
-        lost = self._lost(store, config)
-        model = self._load(sent, keep, store, split_names(config.get(RELEASE, "")))
-        if self.side.personal is not None:
-            self._load_personal(model, store, self.side.personal)
+        lost = self._lost(config)
+        model = self._load(sent, keep, split_names(config.get(RELEASE, "")))
+        personal = self.store.personal_model()
+        if personal:
+            model.load_state_dict(personal)
         adaptation = None if self.side.adaptation is None else self.side.adaptation(self.cfg)
         if adaptation is not None and adaptation.steps:
             self._adapt(model, adaptation, config)
@@ -242,12 +242,6 @@ class PersonalizedClient(NumPyClient):
         seed = derive_seed(self.cfg.seed, stream, self.partition_id, int(config[SERVER_ROUND]))
         return torch.Generator().manual_seed(seed)
 
-    def _load_personal(self, model: TargetCNN, store: dict[str, torch.Tensor], prefix: str) -> None:
-        """Put the personalized model kept under ``prefix`` into ``model``, if the client has one."""
-        personal = {name[len(prefix) :]: t for name, t in store.items() if name.startswith(prefix)}
-        if personal:
-            model.load_state_dict(personal)
-
     def _adapt(self, model: TargetCNN, adaptation: Adaptation, config: dict[str, Scalar]) -> None:
         """``adaptation.steps`` SGD steps of ``model`` (all of it) on this client's training data."""
         c = self.cfg.client
@@ -270,12 +264,12 @@ class PersonalizedClient(NumPyClient):
             grad_clip=c.grad_clip,
         )
 
-    def _lost(self, store: dict[str, torch.Tensor], config: dict[str, Scalar]) -> bool:
+    def _lost(self, config: dict[str, Scalar]) -> bool:
         """Whether this client lost its store: the server says it holds one (``HOLDS``) and it is
         empty (Flower keeps ``Context.state`` in memory, so a restarted node comes back without
         it). Said in the log; what it keeps then starts again from its initial values, or, for a
         part only the client had (HeurpFedLA's local layers), the fit fails naming it."""
-        if not config.get(HOLDS) or store:
+        if not config.get(HOLDS) or self.store.tensors():
             return False
         log(
             WARNING,
@@ -303,69 +297,20 @@ class PersonalizedClient(NumPyClient):
         arrays = iter(np.asarray(a) for a in parameters)
         sent, extras, restore = ({name: next(arrays) for name in group} for group in names)
         if restore:
-            self.state[STORE] = ArrayRecord(torch_state_dict={name: torch.tensor(a) for name, a in restore.items()})
+            self.store.restore(restore)
         return sent, split_names(config[KEEP]), extras
 
-    def _store(self) -> dict[str, torch.Tensor]:
-        return dict(self.state[STORE].to_torch_state_dict()) if STORE in self.state else {}
-
-    def _load(
-        self, sent: dict[str, np.ndarray], keep: list[str], store: dict[str, torch.Tensor], release: list[str]
-    ) -> TargetCNN:
-        """The process's target network with every parameter set: kept ones from ``store``
-        (or, the first time, from the method's ``init_kept``), released ones from ``store``
-        if it has them, the rest from ``sent``."""
+    def _load(self, sent: dict[str, np.ndarray], keep: list[str], release: list[str]) -> TargetCNN:
+        """The process's target network with every parameter set (``ClientStore.model_values``)."""
         model = _target(self.spec, self.cfg.client.channels_last, self.device)
         named = dict(model.named_parameters())
-        values = {name: torch.from_numpy(array) for name, array in sent.items()}  # copied into the model below
-        values.update({name: store[name] for name in release if name in sent and name in store})
-        missing = [name for name in keep if name not in sent and name not in store]
-        if missing and self.side.init_kept is not None:
-            store = {**self.side.init_kept(self.cfg, self.partition_id), **store}
-        for name in keep:
-            if name not in sent:
-                if name not in store:
-                    raise RuntimeError(f"client {self.partition_id} keeps no {name} and was not sent it")
-                values[name] = store[name]
+        values = self.store.model_values(sent, keep, release)
         if set(values) != set(named):
             raise RuntimeError(f"parameters neither sent nor kept: {sorted(set(named) - set(values))}")
         with torch.no_grad():
             for name, param in named.items():
                 param.copy_(values[name])
         return model
-
-    def _kept_optimizer(
-        self, named: dict[str, torch.nn.Parameter], keep: list[str], store: dict[str, torch.Tensor]
-    ) -> torch.optim.SGD:
-        """SGD on the kept parameters with the method's settings, momentum restored from the store."""
-        settings = self.side.kept_optimizer(self.cfg)
-        params = [named[name] for name in keep]
-        optimizer = torch.optim.SGD(
-            params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-        )
-        for name, param in zip(keep, params):
-            if MOMENTUM_PREFIX + name in store:
-                optimizer.state[param]["momentum_buffer"] = store[MOMENTUM_PREFIX + name].to(param.device).clone()
-        return optimizer
-
-    def _save(
-        self,
-        named: dict[str, torch.nn.Parameter],
-        keep: list[str],
-        optimizer: torch.optim.SGD | None,
-        kept: dict[str, torch.Tensor],
-    ) -> None:
-        """The store becomes the kept parameters as trained (and their momentum, if the method
-        keeps its own optimizer for them) and the objective's ``kept`` state; whatever of
-        earlier rounds is not kept now is dropped."""
-        store = {name: named[name].detach().cpu().clone() for name in keep}
-        store.update({name: tensor.detach().cpu().clone() for name, tensor in kept.items()})
-        if optimizer is not None:
-            for name in keep:
-                buffer = optimizer.state[named[name]].get("momentum_buffer")
-                if buffer is not None:
-                    store[MOMENTUM_PREFIX + name] = buffer.cpu().clone()
-        self.state[STORE] = ArrayRecord(torch_state_dict=store)
 
 
 def make_client_app(cfg: DictConfig | None = None) -> ClientApp:

@@ -33,8 +33,8 @@ class Method(ABC):
     Attributes
     ----------
     client_state : bool
-        Its clients keep state of their own (``ClientModel.keep`` or a ``ClientSide``
-        that stores something): checkpoints then collect it from them.
+        Its clients keep state of their own (``ClientModel.keep``, or a personalized model
+        their ``Keeping`` declares): checkpoints then collect it from them.
     """
 
     client_state: bool = False

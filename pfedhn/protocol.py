@@ -77,27 +77,48 @@ class Adaptation:
 
 
 @dataclass(frozen=True)
-class ClientSide:
-    """What a method's client does beyond plain local SGD on what it is sent.
+class Keeping:
+    """Everything a method's client keeps between rounds: one store of named tensors
+    (``Context.state``, read and written by ``pfedhn.client_store`` alone), in three parts.
+
+    - The parameters each instruction names (``ClientModel.keep``), as trained: always.
+    - Their momentum, when they train with an ``optimizer`` of their own.
+    - Its objective's state (``LocalObjective.kept``), named under ``personal``: a
+      personalized model the client evaluates instead of the model it is sent, once it has one.
 
     Parameters
     ----------
-    init_kept : Callable[[DictConfig, int], dict[str, torch.Tensor]] | None (default: None)
-        ``(cfg, partition_id) → name → tensor``: first values of kept parameters
-        (``ClientModel.keep``) that the server never sends, made on the client at
-        first use (pFedHN-PC: its head; Local, FedPer, LG-FedAvg: their part of the
-        shared initial model). None: the server sends each kept parameter the first time.
-    kept_optimizer : Callable[[DictConfig], Any] | None (default: None)
-        ``cfg → `` the SGD settings (``lr``, ``momentum``, ``weight_decay``) that
-        train the kept parameters, whose momentum is kept with them across rounds
-        and which are not clipped (pFedHN-PC: ``cfg.method.head``). None: they train
-        with the client optimizer like the rest (momentum restarts each round).
+    initial : Callable[[DictConfig, int], dict[str, torch.Tensor]] | None (default: None)
+        ``(cfg, partition_id) → name → tensor``: first values of kept parameters the server
+        never sends, made on the client at first use (pFedHN-PC: its head; Local, FedPer,
+        LG-FedAvg: their part of the shared initial model). None: the server sends each
+        kept parameter the first time (HeurpFedLA).
+    optimizer : Callable[[DictConfig], Any] | None (default: None)
+        ``cfg → `` the SGD settings (``lr``, ``momentum``, ``weight_decay``) that train the
+        kept parameters, unclipped, with their momentum kept across rounds (pFedHN-PC:
+        ``cfg.method.head``). None: they train with the client's SGD like the rest
+        (momentum restarts each round).
+    personal : str | None (default: None)
+        Store prefix of the objective's state, a personalized model (pFedMe's θ_i). None:
+        the objective keeps nothing.
+    """
+
+    initial: Callable[[Any, int], dict[str, Any]] | None = None
+    optimizer: Callable[[Any], Any] | None = None
+    personal: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientSide:
+    """What a method's client does beyond plain local SGD on what it is sent, and what it keeps.
+
+    Parameters
+    ----------
+    keeping : Keeping (default: ``Keeping()``)
+        What the client keeps between rounds (by default the parameters it is told to keep).
     objective : Callable[[DictConfig, nn.Module], LocalObjective] | None (default: None)
         ``(cfg, model) → LocalObjective`` made for each fit, with ``model`` holding
-        the round's starting weights (Per-FedAvg, pFedMe). None: plain SGD.
-    personal : str | None (default: None)
-        Store prefix of a personalized model the objective keeps (``LocalObjective.kept``)
-        and the client evaluates instead of the model it is sent, once it has one (pFedMe's θ_i).
+        the round's starting weights (Per-FedAvg, pFedMe, FedAMP). None: plain SGD.
     adaptation : Callable[[DictConfig], Adaptation | None] | None (default: None)
         The steps taken before each evaluation (None or a None result: none).
     prepare : Callable[[DictConfig, nn.Module, dict, Batch, Normalization], dict] | None (default: None)
@@ -106,9 +127,7 @@ class ClientSide:
         validation data (FedFomo), and returns the ``ClientModel.reports`` arrays.
     """
 
-    init_kept: Callable[[Any, int], dict[str, Any]] | None = None
-    kept_optimizer: Callable[[Any], Any] | None = None
+    keeping: Keeping = Keeping()
     objective: Callable[[Any, Any], Any] | None = None
-    personal: str | None = None
     adaptation: Callable[[Any], Adaptation | None] | None = None
     prepare: Callable[[Any, Any, dict[str, np.ndarray], Any, Any], dict[str, np.ndarray]] | None = None

@@ -101,7 +101,8 @@ class LocalObjective:
         return loss, loss
 
     def kept(self) -> dict[str, torch.Tensor]:
-        """State the client keeps after training, name → tensor (pFedMe: its personalized model); none here."""
+        """State the client keeps after training, name → tensor, each name under its method's
+        ``Keeping.personal`` prefix (pFedMe: its personalized model); none here."""
         return {}
 
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 from flwr.app import RecordDict
 
-from pfedhn.client_app import STORE, PersonalizedClient
+from pfedhn.client_app import PersonalizedClient
+from pfedhn.client_store import STORE, ClientStore
 from pfedhn.config import compose
 from pfedhn.methods import build_strategy
 from pfedhn.model import parameter_shapes
+from pfedhn.protocol import Keeping
 from pfedhn.train import batch_indices
 from tests.conftest import message as driver_message
 from tests.conftest import tiny_overrides
@@ -125,3 +127,21 @@ def test_evaluating_splits_in_one_pass_equals_one_split_at_a_time(data_root: Pat
             alone = evaluate(model, images, labels, norm, 1000)
             assert (together[split].correct, together[split].count) == (alone.correct, alone.count)
             assert together[split].loss_sum == pytest.approx(alone.loss_sum, rel=1e-5)
+
+
+def test_the_store_takes_only_what_its_keeping_declares() -> None:
+    """``ClientStore.save`` keeps the named parameters, their momentum and the objective's
+    state under ``Keeping.personal``; objective state outside that prefix is refused."""
+    head = torch.nn.Linear(2, 1)
+    named = {f"head.{n}": p for n, p in head.named_parameters()}
+    momentum = torch.optim.SGD(named.values(), lr=0.1, momentum=0.9)
+    head(torch.ones(1, 2)).sum().backward()
+    momentum.step()
+    personal = {"personal.head.weight": torch.zeros(1, 2)}
+    store = ClientStore(RecordDict(), Keeping(personal="personal."), None, 0)
+    store.save(named, ["head.weight"], momentum, personal)
+    assert list(store.tensors()) == ["head.weight", "personal.head.weight", "momentum.head.weight"]
+    (name, value), *others = store.personal_model().items()
+    assert name == "head.weight" and torch.equal(value, personal["personal.head.weight"]) and not others
+    with pytest.raises(RuntimeError, match="outside its Keeping.personal prefix"):
+        ClientStore(RecordDict(), Keeping(), None, 0).save(named, [], None, personal)

@@ -15,7 +15,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.server.strategy import FedAvg
 from torch import nn
 
-from pfedhn.client_app import ADAPT_STREAM, STORE, TRAIN_STREAM, PersonalizedClient
+from pfedhn.client_app import ADAPT_STREAM, TRAIN_STREAM, PersonalizedClient
+from pfedhn.client_store import STORE
 from pfedhn.config import compose, model_spec, normalization
 from pfedhn.methods import build_strategy
 from pfedhn.methods.fedavg import GlobalAverage, initial_weights

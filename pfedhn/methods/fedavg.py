@@ -20,7 +20,7 @@ from pfedhn import config
 from pfedhn.checks import non_negative_int
 from pfedhn.method import Method, MethodSpec, TableRows
 from pfedhn.model import TargetCNN
-from pfedhn.protocol import Adaptation, ClientModel, ClientSide
+from pfedhn.protocol import Adaptation, ClientModel, ClientSide, Keeping
 from pfedhn.schedule import Schedule
 from pfedhn.utils import derive_seed
 
@@ -108,7 +108,7 @@ def initial_weights(cfg: DictConfig) -> dict[str, torch.Tensor]:
 
 
 def init_kept_from_initial(cfg: DictConfig, partition_id: int) -> dict[str, torch.Tensor]:
-    """``ClientSide.init_kept`` of the averaging methods: all of ``initial_weights`` (the
+    """``Keeping.initial`` of the averaging methods: all of ``initial_weights`` (the
     client keeps the part its ``ClientModel.keep`` names)."""
     return initial_weights(cfg)
 
@@ -116,7 +116,7 @@ def init_kept_from_initial(cfg: DictConfig, partition_id: int) -> dict[str, torc
 def kept_from_initial_side(cfg: DictConfig) -> ClientSide:
     """The client side of Local, FedPer and LG-FedAvg: what a client keeps (the layers the
     server does not share) starts from the shared initial model and is trained as sent."""
-    return ClientSide(init_kept=init_kept_from_initial)
+    return ClientSide(Keeping(initial=init_kept_from_initial))
 
 
 def build_global_average(cfg: DictConfig, shared: tuple[str, ...], **options: Any) -> GlobalAverage:

@@ -19,7 +19,7 @@ from pfedhn.checks import Checks, boolean, non_negative, non_negative_int, posit
 from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer, step_toward_trained
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
 from pfedhn.model import HEAD_PREFIX, ModelSpec, head_names, make_head, parameter_shapes
-from pfedhn.protocol import ClientModel, ClientSide
+from pfedhn.protocol import ClientModel, ClientSide, Keeping
 from pfedhn.results import ClientGroup
 from pfedhn.schedule import Schedule
 from pfedhn.utils import derive_seed
@@ -204,7 +204,7 @@ def client_side(cfg: DictConfig) -> ClientSide:
     """pFedHN's client keeps nothing; pFedHN-PC's keeps its head, trained by its own SGD
     (``method.head``) whose momentum persists."""
     if cfg.method.personal_head:
-        return ClientSide(init_kept=init_personal_head, kept_optimizer=lambda cfg: cfg.method.head)
+        return ClientSide(Keeping(initial=init_personal_head, optimizer=lambda cfg: cfg.method.head))
     return ClientSide()
 
 

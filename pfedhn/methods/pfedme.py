@@ -20,7 +20,7 @@ from pfedhn.checks import non_negative, positive, positive_int
 from pfedhn.method import MethodSpec, TableRows, by_name
 from pfedhn.methods.fedavg import GlobalAverage, build_global_average, initial_weights
 from pfedhn.methods.perfedavg import loss_and_gradient
-from pfedhn.protocol import ClientSide
+from pfedhn.protocol import ClientSide, Keeping
 from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, LocalObjective
 
@@ -116,5 +116,5 @@ SPEC = MethodSpec(
         "method.mu": (non_negative, "a non-negative number"),
     },
     rows=TableRows(by_name, {"pfedme": "pFedMe"}),
-    client_side=lambda cfg: ClientSide(objective=pfedme_objective, personal=PERSONAL_PREFIX),
+    client_side=lambda cfg: ClientSide(Keeping(personal=PERSONAL_PREFIX), objective=pfedme_objective),
 )
