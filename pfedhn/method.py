@@ -97,6 +97,20 @@ def no_client_side(cfg: DictConfig) -> ClientSide:
 
 
 @dataclass(frozen=True)
+class PaperValue:
+    """A published number our runs are set against: the test accuracy (%) ``value`` (± ``std``
+    if given) of ``rows`` (row keys: with several, the best of them, as a listing that does not
+    say which) on ``dataset`` with ``clients`` clients, and where it comes from (``source``)."""
+
+    dataset: str
+    clients: int
+    value: float
+    std: float | None
+    rows: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
 class TableRows:
     """How results tables show a method's runs.
 
@@ -104,11 +118,13 @@ class TableRows:
     fill several rows, e.g. FedAvg and FedAvg+FT); ``labels`` gives each row key, in
     table order, its label; ``label(key)`` covers row keys made from values (HeurpFedLA's
     K, pFedHN's target sizes): (rank in the method's rows, label), or None if not its own.
+    ``paper``: the published values its rows are compared with (only verified ones).
     """
 
     key: Callable[[Mapping[str, Any]], str]
     labels: Mapping[str, str]
     label: Callable[[str], tuple[int, str] | None] | None = None
+    paper: tuple[PaperValue, ...] = ()
 
     def find(self, key: str) -> tuple[int, str] | None:
         if key in self.labels:

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from pfedhn.methods import row_key, row_place, table_settings  # noqa: E402
+from pfedhn.methods import paper_values, row_key, row_place, table_settings  # noqa: E402
 from pfedhn.migration import migrate  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
 from pfedhn.results import SplitMetrics, evaluation_at  # noqa: E402
@@ -157,6 +157,39 @@ def table(runs: list[Run]) -> str:
     for method in methods:
         row = [cell_text(largest_budget(cells[(method, d, n)])) if (method, d, n) in cells else "–" for d, n in columns]
         lines.append(f"| {method_label(method)} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def paper_table(runs: list[Run]) -> str:
+    """Each published value (``methods.paper_values``) beside our cell: the mean ± std over seeds
+    of its row (of several rows, the one with the best mean: a listing that does not say which),
+    our mean minus the value, and whether that is within one point."""
+    cells: dict[tuple[str, str, int], list[Run]] = defaultdict(list)
+    for run in runs:
+        cells[(run.method, run.dataset, run.clients)].append(run)
+    lines = [
+        "| cell | published | source | ours: row | ours | ours − published | within 1 point |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for paper in paper_values():
+        cell = f"{dataset_label(paper.dataset)}, {paper.clients} clients"
+        published = f"{paper.value:.2f}" + ("" if paper.std is None else f" ± {paper.std:.2f}") + f" | {paper.source}"
+        shown = {
+            row: largest_budget(cells[(row, paper.dataset, paper.clients)])
+            for row in paper.rows
+            if (row, paper.dataset, paper.clients) in cells
+        }
+        if not shown:
+            lines.append(f"| {cell} | {published} | – | no run | – | – |")
+            continue
+        means = {row: 100 * float(np.mean([r.result["test_accuracy"] for r in found])) for row, found in shown.items()}
+        best = max(means, key=lambda row: means[row])
+        row = method_label(best)
+        if len(paper.rows) > 1:
+            row += f" (the better of {' / '.join(method_label(r) for r in paper.rows)})"
+        difference = means[best] - paper.value
+        within = "yes" if abs(difference) <= 1 else "no"
+        lines.append(f"| {cell} | {published} | {row} | {cell_text(shown[best])} | {difference:+.2f} | {within} |")
     return "\n".join(lines)
 
 
@@ -494,6 +527,8 @@ def main(argv: list[str] | None = None) -> str:
     sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"]["method"].get("sizes")]
     text = table(runs) if runs else ""
     if runs:
+        text += "\n\nAgainst published values (a cell of one seed is no verdict: with 10 clients the classes a "
+        text += "seed draws move a run by points):\n\n" + paper_table(runs)
         text += "\n\nBudget and hyperparameters of every cell (from each run's config):\n\n" + settings_table(runs)
         text += "\n\nWhat produced each run (`provenance` in its results.json):\n\n" + provenance_table(runs)
     aggregated = [r for r in runs if r.result.get("method_report", {}).get("alpha")]

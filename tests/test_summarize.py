@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pfedhn.summarize import find_runs, main, table, tabled
+from pfedhn import summarize
+from pfedhn.method import PaperValue
+from pfedhn.summarize import find_runs, main, paper_table, table, tabled
 from tests.conftest import ROOT
 
 
@@ -251,3 +253,24 @@ def test_committed_tables_are_what_the_summarizer_makes_of_the_committed_runs() 
     assert accuracy.count("\n") > 10  # the committed runs were found
     assert accuracy in (ROOT / "results" / "table.md").read_text(), "rerun python -m pfedhn.summarize results/runs"
     assert accuracy in (ROOT / "README.md").read_text(), "copy results/table.md's first table into README.md"
+
+
+def test_a_published_value_is_set_against_the_better_of_its_rows(tmp_path: Path, monkeypatch) -> None:
+    """``paper_table``: the row with the better mean over seeds, its difference and the one-point verdict."""
+    listing = PaperValue("cifar10", 2, 90.0, None, ("pfedhn", "pfedhn_pc"), "a listing")
+    verified = PaperValue("cifar10", 2, 85.5, 0.3, ("pfedhn",), "paper")
+    missing = PaperValue("cifar100", 2, 60.0, None, ("pfedhn",), "paper")
+    monkeypatch.setattr(summarize, "paper_values", lambda: [listing, verified, missing])
+    runs = tmp_path / "runs"
+    write_run(runs / "a", "pfedhn", 0, 0.80)
+    write_run(runs / "b", "pfedhn", 1, 0.90)
+    write_run(runs / "c", "pfedhn_pc", 0, 0.86)
+    lines = paper_table(tabled(find_runs([runs]))).splitlines()
+    assert lines[2] == (
+        "| CIFAR-10, 2 clients | 90.00 | a listing | pFedHN-PC (the better of pFedHN / pFedHN-PC) "
+        "| 86.00 (61 rounds, 1 seed) | -4.00 | no |"
+    )
+    assert lines[3] == (
+        "| CIFAR-10, 2 clients | 85.50 ± 0.30 | paper | pFedHN | 85.00 ± 5.00 (61 rounds, 2 seeds) | -0.50 | yes |"
+    )
+    assert lines[4] == "| CIFAR-100, 2 clients | 60.00 | paper | – | no run | – | – |"

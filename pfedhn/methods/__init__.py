@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from pfedhn import config
-from pfedhn.method import MethodSpec
+from pfedhn.method import MethodSpec, PaperValue
 from pfedhn.methods import fedamp, fedavg, fedfomo, fedper, lgfedavg, local, perfedavg, pfedhn, pfedla, pfedme
 from pfedhn.model import ModelSpec
 from pfedhn.protocol import ClientSide
@@ -84,6 +84,11 @@ def table_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     them as before, pFedHN's target sizes in the row's label)."""
     moved = {key.split(".")[-1] for key in spec_of(cfg).moved_keys}
     return {k: v for k, v in cfg["method"].items() if k not in ("name", "strategy", *moved)}
+
+
+def paper_values() -> list[PaperValue]:
+    """Every method's published values (``TableRows.paper``), in ``METHODS`` order."""
+    return [value for spec in METHODS.values() for value in spec.rows.paper]
 
 
 def row_place(key: str) -> tuple[tuple[int, int], str]:

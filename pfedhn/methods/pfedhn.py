@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from pfedhn import config
 from pfedhn.checks import Checks, boolean, non_negative, non_negative_int, positive, positive_int
 from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer, step_toward_trained
-from pfedhn.method import Method, MethodSpec, TableRows, by_name
+from pfedhn.method import Method, MethodSpec, PaperValue, TableRows, by_name
 from pfedhn.model import HEAD_PREFIX, ModelSpec, head_names, make_head, parameter_shapes
 from pfedhn.protocol import ClientModel, ClientSide, Keeping
 from pfedhn.results import ClientGroup
@@ -271,10 +271,23 @@ def row_key(cfg: Mapping[str, Any]) -> str:
 
 
 LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC"}
+PAPER = "paper"
+LISTING = "paper, best of pFedHN / pFedHN-PC (third-party listing)"
+BOTH = ("pfedhn", "pfedhn_pc")
+PAPER_VALUES = (  # ../shared/PROTOCOLS.md: the verified values; the listing gives one unlabelled value per cell
+    PaperValue("mnist", 50, 99.28, 0.11, ("pfedhn",), PAPER),
+    PaperValue("cifar10", 10, 92.47, None, BOTH, LISTING),
+    PaperValue("cifar10", 50, 88.38, 0.29, ("pfedhn",), PAPER),
+    PaperValue("cifar10", 50, 90.08, 0.63, ("pfedhn_pc",), PAPER),
+    PaperValue("cifar10", 100, 88.09, None, BOTH, LISTING),
+    PaperValue("cifar100", 10, 68.15, None, BOTH, LISTING),
+    PaperValue("cifar100", 50, 60.17, None, BOTH, LISTING),
+    PaperValue("cifar100", 100, 53.24, None, BOTH, LISTING),
+)
 SPEC = MethodSpec(
     build=build,
     checks=checks,
-    rows=TableRows(row_key, LABELS, _sized_label),
+    rows=TableRows(row_key, LABELS, _sized_label, PAPER_VALUES),
     client_side=client_side,
     schedule=schedule,
     target=target,
