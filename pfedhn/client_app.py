@@ -2,11 +2,11 @@
 
 A client's identity is its data partition, ``context.node_config["partition-id"]``
 (never Flower's random node id). It trains what the server sends, returns the
-change, and keeps what each instruction says it keeps (``pfedhn.protocol.KEEP``:
-e.g. pFedHN-PC's classifier head and its momentum, LG-FedAvg's body, HeurpFedLA's
-local layers; pFedMe's personalized model) in its store (``pfedhn.client_store``)
-across rounds, as its method's ``ClientSide.keeping`` declares: the client itself
-has no per-method branch.
+change, and keeps in its store (``pfedhn.client_store``) across rounds what each
+instruction says it keeps (``pfedhn.protocol.KEEP``: e.g. pFedHN-PC's classifier head
+and its momentum, LG-FedAvg's body, HeurpFedLA's local layers) and the personalized
+model its method's ``Keeping`` declares (pFedMe's): the client itself has no
+per-method branch.
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ class PersonalizedClient(NumPyClient):
         named = dict(model.named_parameters())
         returned = [name for name in sent if name not in keep]
         kept_optimizer = self.store.kept_optimizer(named, keep)
-        shared = [named[n] for n in returned] + ([] if self.side.keeping.optimizer else [named[n] for n in keep])
+        own_optimizer = self.side.keeping.optimizer is not None
+        shared = [named[n] for n in returned] + ([] if own_optimizer else [named[n] for n in keep])
         c = self.cfg.client
         optimizers = [torch.optim.SGD(shared, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
         optimizers += [] if kept_optimizer is None else [kept_optimizer]
@@ -207,7 +208,8 @@ class PersonalizedClient(NumPyClient):
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         """Validation and test loss sums, correct and counts of the sent model with the kept
         parameters in place, or of the personalized model the client keeps (``Keeping.personal``),
-        after the method's ``ClientSide.adaptation`` steps (the store is left as it is)."""
+        after the method's ``ClientSide.adaptation`` steps (the store is left as it is, but for
+        the restore after a resume)."""
         sent, keep, _ = self._read(parameters, config)
         lost = self._lost(config)
         model = self._load(sent, keep, split_names(config.get(RELEASE, "")))

@@ -185,11 +185,16 @@ def paper_table(runs: list[Run]) -> str:
         means = {row: 100 * float(np.mean([r.result["test_accuracy"] for r in found])) for row, found in shown.items()}
         best = max(means, key=lambda row: means[row])
         row = method_label(best)
-        if len(paper.rows) > 1:
-            row += f" (the better of {' / '.join(method_label(r) for r in paper.rows)})"
-        difference = means[best] - paper.value
+        if len(shown) > 1:
+            row += f" (the better of {' / '.join(method_label(r) for r in shown)})"
+        row += "".join(f" ({method_label(r)} not run)" for r in paper.rows if r not in shown)
+        ours = "; ".join(  # every compared row, the better first: their seeds may differ
+            f"{method_label(r)} {cell_text(shown[r])}" if len(shown) > 1 else cell_text(shown[r])
+            for r in sorted(shown, key=lambda r: -means[r])
+        )
+        difference = round(means[best] - paper.value, 2)
         within = "yes" if abs(difference) <= 1 else "no"
-        lines.append(f"| {cell} | {published} | {row} | {cell_text(shown[best])} | {difference:+.2f} | {within} |")
+        lines.append(f"| {cell} | {published} | {row} | {ours} | {difference:+.2f} | {within} |")
     return "\n".join(lines)
 
 

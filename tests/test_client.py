@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from flwr.app import RecordDict
 from pfedhn.client_app import PersonalizedClient
 from pfedhn.client_store import STORE, ClientStore
 from pfedhn.config import compose
-from pfedhn.methods import build_strategy
+from pfedhn.methods import METHODS, build_strategy, spec_of
 from pfedhn.model import parameter_shapes
 from pfedhn.protocol import Keeping
 from pfedhn.train import batch_indices
@@ -145,3 +146,18 @@ def test_the_store_takes_only_what_its_keeping_declares() -> None:
     assert name == "head.weight" and torch.equal(value, personal["personal.head.weight"]) and not others
     with pytest.raises(RuntimeError, match="outside its Keeping.personal prefix"):
         ClientStore(RecordDict(), Keeping(), None, 0).save(named, [], None, personal)
+
+
+def test_a_method_whose_clients_keep_a_personal_model_must_checkpoint_it(data_root: Path, monkeypatch) -> None:
+    """``Keeping.personal`` without ``Method.client_state`` would leave θ_i out of checkpoints: refused."""
+    cfg = compose(tiny_overrides(data_root) + ["method=pfedme"])
+    spec = spec_of(cfg)
+
+    def build(cfg, schedule):
+        method = spec.build(cfg, schedule)
+        method.client_state = False
+        return method
+
+    monkeypatch.setitem(METHODS, cfg.method.strategy, dataclasses.replace(spec, build=build))
+    with pytest.raises(ValueError, match="must set client_state"):
+        build_strategy(cfg, progress=False)

@@ -260,7 +260,8 @@ def test_a_published_value_is_set_against_the_better_of_its_rows(tmp_path: Path,
     listing = PaperValue("cifar10", 2, 90.0, None, ("pfedhn", "pfedhn_pc"), "a listing")
     verified = PaperValue("cifar10", 2, 85.5, 0.3, ("pfedhn",), "paper")
     missing = PaperValue("cifar100", 2, 60.0, None, ("pfedhn",), "paper")
-    monkeypatch.setattr(summarize, "paper_values", lambda: [listing, verified, missing])
+    edge = PaperValue("cifar10", 2, 87.004, None, ("pfedhn_pc", "pfedla"), "a listing")
+    monkeypatch.setattr(summarize, "paper_values", lambda: [listing, verified, missing, edge])
     runs = tmp_path / "runs"
     write_run(runs / "a", "pfedhn", 0, 0.80)
     write_run(runs / "b", "pfedhn", 1, 0.90)
@@ -268,9 +269,13 @@ def test_a_published_value_is_set_against_the_better_of_its_rows(tmp_path: Path,
     lines = paper_table(tabled(find_runs([runs]))).splitlines()
     assert lines[2] == (
         "| CIFAR-10, 2 clients | 90.00 | a listing | pFedHN-PC (the better of pFedHN / pFedHN-PC) "
-        "| 86.00 (61 rounds, 1 seed) | -4.00 | no |"
+        "| pFedHN-PC 86.00 (61 rounds, 1 seed); pFedHN 85.00 ± 5.00 (61 rounds, 2 seeds) | -4.00 | no |"
     )
     assert lines[3] == (
         "| CIFAR-10, 2 clients | 85.50 ± 0.30 | paper | pFedHN | 85.00 ± 5.00 (61 rounds, 2 seeds) | -0.50 | yes |"
     )
     assert lines[4] == "| CIFAR-100, 2 clients | 60.00 | paper | – | no run | – | – |"
+    assert lines[5] == (  # judged on the difference as shown; a row without runs is named
+        "| CIFAR-10, 2 clients | 87.00 | a listing | pFedHN-PC (pFedLA not run) "
+        "| 86.00 (61 rounds, 1 seed) | -1.00 | yes |"
+    )

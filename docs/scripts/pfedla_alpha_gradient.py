@@ -68,6 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = compose([*args.overrides, f"dataset.root={args.root}", "simulation.threads=1"])
+    if cfg.method.local_layers:
+        parser.error("pFedLA only (method.local_layers=0): HeurpFedLA's local and released layers leave the update")
     strategy = build_strategy(cfg, progress=False)
     method = strategy.method
     sizes = {layer: sum(method.models.tensors[n][0].numel() for n in names) for layer, names in method.layers.items()}
@@ -82,7 +84,7 @@ def main() -> None:
             updates[client] = dict(zip(model.returned, delta))
         grads, moves = [], []
         for client, arrays in updates.items():
-            deltas = {n: torch.from_numpy(a) for n, a in arrays.items()}
+            deltas = {n: torch.from_numpy(a).to(method.models.device) for n, a in arrays.items()}
             grads.append(alpha_gradient(method, client, deltas))
             moves.append(self_weight_moves(method, client, deltas, args.rates))
         for index, layer in enumerate(method.layers):

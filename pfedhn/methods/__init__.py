@@ -58,6 +58,8 @@ def build_strategy(cfg: DictConfig, **run: Any) -> FederatedStrategy:
     schedule = spec.schedule(cfg)
     torch.manual_seed(cfg.seed)
     method = spec.build(cfg, schedule)
+    if spec.client_side(cfg).keeping.personal is not None and not method.client_state:
+        raise ValueError(f"{cfg.method.name}: its clients keep a personalized model; its Method must set client_state")
     return FederatedStrategy(
         method,
         schedule,
