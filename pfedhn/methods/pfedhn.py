@@ -274,7 +274,7 @@ LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC"}
 PAPER = "paper"
 LISTING = "paper, best of pFedHN / pFedHN-PC (third-party listing)"
 BOTH = ("pfedhn", "pfedhn_pc")
-PAPER_VALUES = (  # ../shared/PROTOCOLS.md: the verified values; the listing gives one unlabelled value per cell
+PAPER_VALUES = (  # the paper's values we could verify; a third-party listing gives one unlabelled value per cell
     PaperValue("mnist", 50, 99.28, 0.11, ("pfedhn",), PAPER),
     PaperValue("cifar10", 10, 92.47, None, BOTH, LISTING),
     PaperValue("cifar10", 50, 88.38, 0.29, ("pfedhn",), PAPER),
