@@ -25,8 +25,8 @@ trainer makes after step 1, 151, ... with ours on the same hypernetwork state.
 
 Usage (one torch thread; the official repository unchanged, outside this one):
 
-    OMP_NUM_THREADS=1 python docs/scripts/fidelity_replay.py --official /work/official \\
-        --data-root /work/pfedhn-data --steps 20 [--mode lockstep|free] [--eval-every 150] \\
+    OMP_NUM_THREADS=1 python docs/scripts/fidelity_replay.py --official <official repo> \\
+        --data-root <data root> --steps 20 [--mode lockstep|free] [--eval-every 150] \\
         [--official-results <official results_50_inner_steps_seed_1.json>] [--json out.json] \\
         [--ours client.channels_last=false ...]
 
@@ -652,8 +652,8 @@ def compare_eval(step: int, off: dict, mine: dict) -> dict:
 
 def parse() -> tuple[argparse.Namespace, SimpleNamespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official", type=Path, default=Path("/work/official"))
-    parser.add_argument("--data-root", default="/work/pfedhn-data")
+    parser.add_argument("--official", type=Path, required=True, help="a checkout of github AvivSham/pFedHN")
+    parser.add_argument("--data-root", required=True, help="the directory holding cifar10.npz / cifar100.npz")
     parser.add_argument("--data-name", default="cifar100")
     parser.add_argument("--num-nodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
