@@ -19,8 +19,9 @@ SCRIPT = ROOT / "docs" / "scripts" / "run_queue.sh"
 STATUS = ROOT / "docs" / "scripts" / "queue_status.py"
 
 
-def start_worker(jobs: Path, runs: Path, name: str, landed: Path | None = None) -> subprocess.Popen:
-    """A worker of ``jobs`` in ``runs``; ``landed`` stands for the checkout's results/runs."""
+def start_worker(jobs: Path, runs: Path, name: str, landed: Path | str | None = None) -> subprocess.Popen:
+    """A worker of ``jobs`` in ``runs``; ``landed`` stands for the checkout's results/runs and variants
+    (``LANDED_RUNS``: one dir, or several separated by ``:``)."""
     with open(runs / f"worker-{name}.log", "a") as log:  # the worker keeps its own copy open
         return subprocess.Popen(
             ["bash", str(SCRIPT), str(jobs), str(runs)],
@@ -41,7 +42,7 @@ def starts(runs: Path) -> list[str]:
     ]
 
 
-def status(jobs: Path, runs: Path, landed: Path | None = None) -> dict[str, str]:
+def status(jobs: Path, runs: Path, landed: Path | str | None = None) -> dict[str, str]:
     """queue_status.py's lines, by job name (the rest of each line)."""
     command = [sys.executable, str(STATUS), str(jobs), str(runs)]
     env = {**os.environ, "LANDED_RUNS": str(landed or runs / "none-landed")}
@@ -120,6 +121,9 @@ def test_a_job_landed_in_the_checkout_is_not_run_again_in_an_empty_runs_dir(tmp_
     assert starts(runs) == [] and "no job left" in (runs / "worker-A.log").read_text()
     assert status(jobs, runs, landed) == {"done": "finished  round 2/2  test 50.00 % (best validation at round 2)"}
     assert status(jobs, runs) == {"done": "waiting"}  # nothing landed: the same job waits
+    elsewhere = f"{tmp_path / 'variants'}:{landed}"  # landed in the second of two dirs (results/variants' role)
+    assert start_worker(jobs, runs, "B", elsewhere).wait(timeout=60) == 0
+    assert starts(runs) == [] and status(jobs, runs, elsewhere)["done"].startswith("finished")
 
 
 def test_every_job_of_the_committed_queue_is_a_valid_config() -> None:

@@ -3,7 +3,8 @@
     python docs/scripts/queue_status.py docs/scripts/queue.txt /work/grid-runs
 
 A job is ``finished`` (its results.json in RUNS_DIR says so, or the one landed in the
-checkout's ``results/runs/<name>``, or ``$LANDED_RUNS/<name>``: run_queue.sh skips both),
+checkout's ``results/runs/<name>`` or ``results/variants/<name>``, or in ``<dir>/<name>`` for a
+dir of ``$LANDED_RUNS``, a ``:``-separated list: run_queue.sh skips them all),
 ``running`` (a worker holds its lock), ``stopped`` (a results.json from a checkpoint: the
 queue resumes it from there) or ``waiting`` (not begun). Rounds are the last evaluated one of
 the run's schedule; accuracy is the pooled test accuracy at the best validation so far.
@@ -20,7 +21,8 @@ from pathlib import Path
 from pfedhn.methods import total_rounds
 from pfedhn.migration import migrate
 
-LANDED_RUNS = Path(os.environ.get("LANDED_RUNS", Path(__file__).resolve().parents[2] / "results" / "runs"))
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+LANDED_RUNS = [Path(d) for d in os.environ.get("LANDED_RUNS", f"{RESULTS / 'runs'}:{RESULTS / 'variants'}").split(":")]
 
 
 def queued_names(jobs_file: Path) -> list[str]:
@@ -45,8 +47,9 @@ def lock_is_held(lock: Path) -> bool:
 def job_status(runs_dir: Path, name: str) -> str:
     """One line: name, state, last evaluated round of the schedule, best-validation test accuracy."""
     results_file = runs_dir / name / "results.json"
-    if not results_file.exists() and (LANDED_RUNS / name / "results.json").exists():
-        results_file = LANDED_RUNS / name / "results.json"  # landed: reported, and skipped by the workers
+    landed = [d / name / "results.json" for d in LANDED_RUNS if (d / name / "results.json").exists()]
+    if not results_file.exists() and landed:
+        results_file = landed[0]  # landed: reported, and skipped by the workers
     running = lock_is_held(runs_dir / f"{name}.lock")
     if not results_file.exists():
         return f"{name}  {'running' if running else 'waiting'}"

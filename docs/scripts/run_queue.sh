@@ -11,8 +11,9 @@
 # jobs can be added while workers run. A file RUNS_DIR/PAUSE makes workers wait between jobs.
 # Run it from a checkout kept for the workers (git worktree add --detach): edits elsewhere then
 # leave their code, and the commit their results.json records, as they were.
-# A job already landed in the checkout's results/runs/<name> (or $LANDED_RUNS/<name>) as finished
-# is skipped too, so workers on a new machine with an empty RUNS_DIR do not run landed jobs again.
+# A job already landed in the checkout's results/runs/<name> or results/variants/<name> (or in
+# <dir>/<name> for a dir of $LANDED_RUNS, a ':'-separated list) as finished is skipped too, so
+# workers on a new machine with an empty RUNS_DIR do not run landed jobs again.
 set -uo pipefail
 set -f  # overrides such as method.sizes=[8,16,32] are no globs
 jobs_file=$1
@@ -20,10 +21,15 @@ runs_dir=$2
 python=${PYTHON:-python}
 mkdir -p "$runs_dir"
 
-landed_runs=${LANDED_RUNS:-$(dirname "$0")/../../results/runs}
+results=$(dirname "$0")/../../results
+IFS=: read -ra landed_dirs <<< "${LANDED_RUNS:-$results/runs:$results/variants}"
 
 finished() {
-    grep -qs '"finished": true' "$runs_dir/$1/results.json" || grep -qs '"finished": true' "$landed_runs/$1/results.json"
+    local dir
+    for dir in "$runs_dir" "${landed_dirs[@]}"; do
+        grep -qs '"finished": true' "$dir/$1/results.json" && return 0
+    done
+    return 1
 }
 
 next_job() {
