@@ -34,13 +34,17 @@ from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, LocalObjective
 
 
-def attention(models: StoredModels, client: int, alpha: float, sigma: float) -> torch.Tensor:
-    """ξ_client: (num_clients,) float64, Σ_j ξ_ij = 1 (``alpha`` = α, ``sigma`` = σ)."""
+def squared_distances(models: StoredModels, client: int) -> torch.Tensor:
+    """‖w_client − w_j‖² for every stored model j: (num_clients,) float64."""
     own = models.of(client)
-    squared = sum(
+    return sum(
         ((stacked.double() - own[name].double()) ** 2).flatten(1).sum(1) for name, stacked in models.tensors.items()
     )
-    xi = alpha * torch.exp(-squared / sigma) / sigma
+
+
+def attention(models: StoredModels, client: int, alpha: float, sigma: float) -> torch.Tensor:
+    """ξ_client: (num_clients,) float64, Σ_j ξ_ij = 1 (``alpha`` = α, ``sigma`` = σ)."""
+    xi = alpha * torch.exp(-squared_distances(models, client) / sigma) / sigma
     xi[client] = 0.0
     xi[client] = 1.0 - xi.sum()
     return xi
