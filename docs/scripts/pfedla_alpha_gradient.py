@@ -27,7 +27,6 @@ from flwr.app import RecordDict
 
 from pfedhn.client_app import PersonalizedClient
 from pfedhn.config import compose
-from pfedhn.hypernetwork import normalize_rows
 from pfedhn.methods import build_strategy
 
 
@@ -41,20 +40,17 @@ def alpha_gradient(method, client: int, deltas: dict[str, torch.Tensor]) -> torc
 
 
 def self_weight_moves(method, client: int, deltas: dict[str, torch.Tensor], rates: list[float]) -> dict[float, list]:
-    """Rate → per layer, α_ii^l after one step of a copy of HN_client at that rate minus before."""
+    """Rate → per layer, α_ii^l after one ``PFedLA.hypernetwork_step`` of a copy of HN_client,
+    with plain SGD at that rate, minus before (the stored models and the method are untouched)."""
     before = method.alpha(client).detach()[:, client]
     moves = {}
     for rate in rates:
-        weights = copy.deepcopy(method.weights[client])
-        optimizer = torch.optim.SGD(weights.parameters(), lr=rate)  # one plain step: the push of this Δ alone
-        aggregated = method.models.weighted_sum(
-            {n: normalize_rows(weights(), client)[i] for i, names in enumerate(method.layers.values()) for n in names}
-        )
-        loss = sum(0.5 * (aggregated[n] - (aggregated[n].detach() + deltas[n])).pow(2).sum() for n in deltas)
-        loss.backward()
-        optimizer.step()
-        after = normalize_rows(weights(), client).detach()[:, client]
-        moves[rate] = (after - before).tolist()
+        trial = copy.copy(method)  # shares the stored models, which a hypernetwork step only reads
+        trial.weights = copy.deepcopy(method.weights)
+        trial.optimizers = list(method.optimizers)
+        trial.optimizers[client] = torch.optim.SGD(trial.weights[client].parameters(), lr=rate)  # the push of Δ alone
+        trial.hypernetwork_step(client, deltas, skip=[])
+        moves[rate] = (trial.alpha(client).detach()[:, client] - before).tolist()
     return moves
 
 
