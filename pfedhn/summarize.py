@@ -146,10 +146,16 @@ def _thousands(steps: int) -> str:
     return f"{steps / 1000:g}k" if steps >= 1000 else str(steps)
 
 
-def table(runs: list[Run]) -> str:
+def by_cell(runs: list[Run]) -> dict[tuple[str, str, int], list[Run]]:
+    """(row key, dataset column, clients) → that cell's runs."""
     cells: dict[tuple[str, str, int], list[Run]] = defaultdict(list)
     for run in runs:
         cells[(run.method, run.dataset, run.clients)].append(run)
+    return cells
+
+
+def table(runs: list[Run]) -> str:
+    cells = by_cell(runs)
     columns = sorted({(d, n) for _, d, n in cells}, key=lambda c: (_dataset_order(c[0]), c[1]))
     methods = sorted({m for m, _, _ in cells}, key=_row_order)
     header = "| method | " + " | ".join(f"{dataset_label(d)}, {n} clients" for d, n in columns) + " |"
@@ -164,9 +170,7 @@ def paper_table(runs: list[Run]) -> str:
     """Each published value (``methods.paper_values``) beside our cell: the mean ± std over seeds
     of its row (of several rows, the one with the best mean: a listing that does not say which),
     our mean minus the value, and whether that is within one point."""
-    cells: dict[tuple[str, str, int], list[Run]] = defaultdict(list)
-    for run in runs:
-        cells[(run.method, run.dataset, run.clients)].append(run)
+    cells = by_cell(runs)
     lines = [
         "| cell | published | source | ours: row | ours | ours − published | within 1 point |",
         "|---|---|---|---|---|---|---|",
