@@ -172,9 +172,8 @@ class PersonalizedClient(NumPyClient):
             reports = self.side.prepare(self.cfg, model, extras, self._split("val"), self.norm)
         named = dict(model.named_parameters())
         returned = [name for name in sent if name not in keep]
-        kept_optimizer = self.store.kept_optimizer(named, keep)
-        own_optimizer = self.side.keeping.optimizer is not None
-        shared = [named[n] for n in returned] + ([] if own_optimizer else [named[n] for n in keep])
+        kept_optimizer = self.store.kept_optimizer(named, keep)  # None: the kept train with the rest
+        shared = [named[n] for n in returned] + ([named[n] for n in keep] if kept_optimizer is None else [])
         c = self.cfg.client
         optimizers = [torch.optim.SGD(shared, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
         optimizers += [] if kept_optimizer is None else [kept_optimizer]
