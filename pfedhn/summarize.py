@@ -136,9 +136,12 @@ def cell_text(runs: list[Run]) -> str:
     planned = {r.result["config"]["num_rounds"] for r in runs}
     done = {r.rounds_done for r in runs}
     scale = f"{max(done)} rounds" if done == planned else f"{max(done)} of {max(planned)} rounds, unfinished"
-    per_round = {steps_per_round(r) for r in runs}
-    if len(per_round) == 1 and None not in per_round:  # the budget in local steps, comparable across methods
-        scale += f", {_thousands(max(done) * per_round.pop())} steps"
+    steps = {steps_per_round(r) for r in runs}
+    epochs = {epochs_per_round(r) for r in runs}
+    if len(steps) == 1 and None not in steps:  # the budget in local steps, comparable across methods
+        scale += f", {_thousands(max(done) * steps.pop())} steps"
+    elif len(epochs) == 1 and None not in epochs:  # or in epochs over clients' data (pFedLA's setting)
+        scale += f", {_thousands(max(done) * epochs.pop())} client-epochs"
     return f"{value} ({scale}, {_seeds(len(runs))})"
 
 
@@ -449,6 +452,15 @@ def steps_per_round(run: Run) -> int | None:
     if client.get("epochs") is not None or "inner_steps" not in client:
         return None
     return cfg.get("clients_per_round", 1) * client["inner_steps"]
+
+
+def epochs_per_round(run: Run) -> int | None:
+    """Local epochs of all clients in one round (clients per round × epochs each), or None when
+    the run counts local work in steps: 100 rounds of 10 clients and 1000 rounds of one client,
+    10 epochs each, are the same 10,000 client-epochs."""
+    cfg = run.result["config"]
+    epochs = cfg.get("client", {}).get("epochs")
+    return None if epochs is None else cfg.get("clients_per_round", 1) * epochs
 
 
 def accuracy_at_shared_rounds(runs: list[Run], split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -176,6 +176,20 @@ def test_a_split_with_other_classes_per_client_gets_its_own_column(tmp_path: Pat
     assert "| pFedLA | – | 70.00 (61 rounds, 1 seed) |" in text
 
 
+def test_runs_counting_epochs_state_their_budget_in_client_epochs(tmp_path: Path) -> None:
+    """pFedLA's setting counts local work in epochs: rounds × clients per round × epochs."""
+    runs = tmp_path / "runs"
+    for name, method, per_round, rounds in (("l", "pfedla", 10, 61), ("h", "pfedhn", 1, 601)):
+        write_run(runs / name, method, 0, 0.7, rounds=rounds, planned=rounds)
+        path = runs / name / "results.json"
+        result = json.loads(path.read_text())
+        result["config"] |= {"clients_per_round": per_round, "client": {"epochs": 10, "inner_steps": 50}}
+        path.write_text(json.dumps(result))
+    text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
+    assert "| pFedHN | 70.00 (601 rounds, 6.01k client-epochs, 1 seed) |" in text
+    assert "| pFedLA | 70.00 (61 rounds, 6.1k client-epochs, 1 seed) |" in text
+
+
 def test_seed_bands_match_evaluations_by_round(tmp_path: Path) -> None:
     """A seed with an evaluation missing (a failed client) or one more (an extended run) is
     matched round by round, not by position."""
