@@ -8,8 +8,10 @@ no local layers) on ``--dataset`` with ``--classes`` classes per client, one run
 hypernetwork rate (``method.server.lr``) and seed. Prints a markdown table (rate, best
 validation accuracy and its round, test accuracy there, each layer's mean self-weight α_ii at
 the last evaluation, uniform being 1 / clients) and saves a figure: validation accuracy
-against rounds per rate (left), mean self-weight per layer per rate (right). The rate to
-keep is the one with the best validation accuracy; test accuracy is reported, never used.
+against rounds per rate (left; Local on the same split dashed, where a run of it is found: a
+pFedLA whose α has gone to its self-weights is Local), mean self-weight per layer per rate
+(right). The rate to keep is the one with the best validation accuracy; test accuracy is
+reported, never used.
 """
 
 from __future__ import annotations
@@ -26,20 +28,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def pfedla_runs(dirs: list[Path], dataset: str, classes: int) -> dict[float, dict[str, Any]]:
-    """Rate → results of the pFedLA runs in ``dirs`` on that split (one seed: the first found)."""
-    runs: dict[float, dict[str, Any]] = {}
+def split_runs(dirs: list[Path], dataset: str, classes: int) -> list[dict[str, Any]]:
+    """Every run's results in ``dirs`` on ``dataset`` with ``classes`` classes per client."""
+    found = []
     for directory in dirs:
         for path in sorted(directory.rglob("results.json")):
             result = json.loads(path.read_text())
-            cfg = result["config"]
-            method, data = cfg["method"], cfg["dataset"]
-            if method.get("name") != "pfedla" or method.get("local_layers", 0):
-                continue
-            if data["name"] != dataset or data.get("classes_per_client") != classes:
-                continue
-            runs.setdefault(float(method["server"]["lr"]), result | {"path": str(path)})
+            data = result["config"]["dataset"]
+            if data["name"] == dataset and data.get("classes_per_client") == classes:
+                found.append(result | {"path": str(path)})
+    return found
+
+
+def pfedla_runs(found: list[dict[str, Any]]) -> dict[float, dict[str, Any]]:
+    """Rate → the pFedLA run (no local layers) among ``found`` (one seed: the first found)."""
+    runs: dict[float, dict[str, Any]] = {}
+    for result in found:
+        method = result["config"]["method"]
+        if method.get("name") == "pfedla" and not method.get("local_layers", 0):
+            runs.setdefault(float(method["server"]["lr"]), result)
     return dict(sorted(runs.items()))
+
+
+def local_run(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first Local run among ``found``, or None."""
+    return next((r for r in found if r["config"]["method"].get("name") == "local"), None)
 
 
 def self_weights(result: dict[str, Any]) -> dict[str, float]:
@@ -68,8 +81,14 @@ def table(runs: dict[float, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: dict[float, dict[str, Any]], title: str, png: Path) -> None:
+def plot(runs: dict[float, dict[str, Any]], local: dict[str, Any] | None, title: str, png: Path) -> None:
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.2))
+    if local is not None:
+        history = local["history"]
+        curves.plot(
+            [h["round"] for h in history], [100 * h["val"]["accuracy"] for h in history],
+            color="black", linestyle="--", linewidth=1, label="Local (same split)",
+        )  # fmt: skip
     layers = list(self_weights(next(iter(runs.values()))))
     width = 0.8 / len(runs)
     for index, (rate, result) in enumerate(runs.items()):
@@ -88,7 +107,8 @@ def plot(runs: dict[float, dict[str, Any]], title: str, png: Path) -> None:
     curves.grid(alpha=0.3)
     bars.grid(alpha=0.3, axis="y")
     curves.legend()
-    bars.legend(fontsize=8)
+    bars.set_ylim(0, 1.25)  # room above the bars for the legend
+    bars.legend(fontsize=8, ncol=3, loc="upper center")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
@@ -102,12 +122,18 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--png", type=Path, required=True)
     args = parser.parse_args()
-    runs = pfedla_runs(args.dirs, args.dataset, args.classes)
+    found = split_runs(args.dirs, args.dataset, args.classes)
+    runs, local = pfedla_runs(found), local_run(found)
     if not runs:
         parser.error(f"no pFedLA run on {args.dataset} with {args.classes} classes per client under {args.dirs}")
     print(table(runs))
+    if local is not None:
+        print(
+            f"Local on the same split: best validation {100 * local['best_val_accuracy']:.2f} "
+            f"(round {local['best_val_round']}), test there {100 * local['test_accuracy']:.2f}"
+        )
     name = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(args.dataset, args.dataset)
-    plot(runs, f"pFedLA, {name}, {args.classes} classes per client", args.png)
+    plot(runs, local, f"pFedLA, {name}, {args.classes} classes per client", args.png)
     print(f"wrote {args.png}")
 
 
