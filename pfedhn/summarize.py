@@ -157,7 +157,14 @@ def by_cell(runs: list[Run]) -> dict[tuple[str, str, int], list[Run]]:
     return cells
 
 
+def own_split(run: Run) -> bool:
+    """Whether ``run``'s clients hold another number of classes than its dataset's default
+    (pFedLA's setting): such runs get a table of their own, apart from pFedHN's splits."""
+    return "_c" in run.dataset
+
+
 def table(runs: list[Run]) -> str:
+    """One row per method, one column per (split, clients), a cell per ``cell_text``."""
     cells = by_cell(runs)
     columns = sorted({(d, n) for _, d, n in cells}, key=lambda c: (_dataset_order(c[0]), c[1]))
     methods = sorted({m for m, _, _ in cells}, key=_row_order)
@@ -546,7 +553,12 @@ def main(argv: list[str] | None = None) -> str:
     # a seen phase alone (novel.rounds=0) has no novel accuracy yet
     novel = [r for r in found if "test_accuracy" in r.result.get("groups", {}).get("novel", {})]
     sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"]["method"].get("sizes")]
-    text = table(runs) if runs else ""
+    shared_splits, own_splits = [r for r in runs if not own_split(r)], [r for r in runs if own_split(r)]
+    text = table(shared_splits) if shared_splits else ""
+    if own_splits:
+        text += "\n\n" if text else ""
+        text += "On splits whose clients hold their own number of classes (pFedLA's setting, "
+        text += "`+experiment=pfedla_cifar10|pfedla_cifar100`):\n\n" + table(own_splits)
     if runs:
         text += "\n\nAgainst published values (a cell of one seed is no verdict: with 10 clients the classes a "
         text += "seed draws move a run by points):\n\n" + paper_table(runs)

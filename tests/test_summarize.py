@@ -7,7 +7,7 @@ import pytest
 
 from pfedhn import summarize
 from pfedhn.method import PaperValue
-from pfedhn.summarize import find_runs, main, paper_table, table, tabled
+from pfedhn.summarize import find_runs, main, own_split, paper_table, table, tabled
 from tests.conftest import ROOT
 
 
@@ -162,8 +162,9 @@ def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> N
     assert "| pFedHN | CIFAR-10, 2 | 61 × 1 × 50 = 3,050 | 64, (0.005, 0.9, 5e-05) | 30 | personal_head=False |" in text
 
 
-def test_a_split_with_other_classes_per_client_gets_its_own_column(tmp_path: Path) -> None:
-    """pFedLA's presets (4 classes per client on CIFAR-10) are not pooled with pFedHN's split."""
+def test_a_split_with_other_classes_per_client_gets_its_own_table(tmp_path: Path) -> None:
+    """pFedLA's presets (4 classes per client on CIFAR-10) are not pooled with pFedHN's split:
+    they are a column of a second table, after the first."""
     runs = tmp_path / "runs"
     write_run(runs / "a", "pfedhn", 0, 0.8)
     write_run(runs / "b", "pfedla", 0, 0.7)
@@ -172,8 +173,12 @@ def test_a_split_with_other_classes_per_client_gets_its_own_column(tmp_path: Pat
     result["config"]["dataset"]["classes_per_client"] = 4
     path.write_text(json.dumps(result))
     text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
-    assert "| method | CIFAR-10, 2 clients | CIFAR-10 (4 classes per client), 2 clients |" in text
-    assert "| pFedLA | – | 70.00 (61 rounds, 1 seed) |" in text
+    shared, own = (block for block in text.split("\n\n") if block.startswith("| method | CIFAR"))
+    assert shared == "| method | CIFAR-10, 2 clients |\n|---|---|\n| pFedHN | 80.00 (61 rounds, 1 seed) |"
+    assert own == (
+        "| method | CIFAR-10 (4 classes per client), 2 clients |\n|---|---|\n| pFedLA | 70.00 (61 rounds, 1 seed) |"
+    )
+    assert text.index(shared) < text.index("pFedLA's setting") < text.index(own)
 
 
 def test_runs_counting_epochs_state_their_budget_in_client_epochs(tmp_path: Path) -> None:
@@ -262,11 +267,13 @@ def test_a_one_size_run_on_another_split_is_refused_as_twin(tmp_path: Path) -> N
 
 
 def test_committed_tables_are_what_the_summarizer_makes_of_the_committed_runs() -> None:
-    """results/table.md's and README's accuracy tables are regenerated whenever a run lands."""
-    accuracy = table(tabled(find_runs([ROOT / "results" / "runs"])))
-    assert accuracy.count("\n") > 10  # the committed runs were found
-    assert accuracy in (ROOT / "results" / "table.md").read_text(), "rerun python -m pfedhn.summarize results/runs"
-    assert accuracy in (ROOT / "README.md").read_text(), "copy results/table.md's first table into README.md"
+    """results/table.md's and README's accuracy tables (pFedHN's splits, pFedLA's setting) are
+    regenerated whenever a run lands."""
+    runs = tabled(find_runs([ROOT / "results" / "runs"]))
+    for accuracy in (table([r for r in runs if not own_split(r)]), table([r for r in runs if own_split(r)])):
+        assert accuracy.count("\n") >= 3  # the committed runs were found
+        assert accuracy in (ROOT / "results" / "table.md").read_text(), "rerun python -m pfedhn.summarize results/runs"
+        assert accuracy in (ROOT / "README.md").read_text(), "python docs/scripts/readme_tables.py"
 
 
 def test_a_published_value_is_set_against_the_better_of_its_rows(tmp_path: Path, monkeypatch) -> None:
