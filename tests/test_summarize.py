@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -300,3 +302,27 @@ def test_a_published_value_is_set_against_the_better_of_its_rows(tmp_path: Path,
         "| CIFAR-10, 2 clients | 87.00 | a listing | pFedHN-PC (pFedLA not run) "
         "| 86.00 (61 rounds, 1 seed) | -1.00 | yes |"
     )
+
+
+def test_readme_tables_replaces_each_quoted_table_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    """docs/scripts/readme_tables.py puts results/table.md's three quoted tables into README in place."""
+    script = ROOT / "docs" / "scripts" / "readme_tables.py"
+    old = [
+        "| method | MNIST, 10 clients |\n|---|---|\n| pFedHN | 1 |",
+        "| method | CIFAR-10 (4 classes per client), 10 |",
+        "| cell | published |\n|---|---|",
+    ]
+    new = [
+        "| method | MNIST, 10 clients |\n|---|---|\n| pFedHN | 2 |",
+        "| method | CIFAR-10 (4 classes per client), 10 |\n| x |",
+        "| cell | published |\n|---|---|\n| y |",
+    ]
+    readme, table_md = tmp_path / "README.md", tmp_path / "table.md"
+    readme.write_text("# title\n\n" + "\n\ntext\n\n".join(old) + "\n\nend\n")
+    table_md.write_text("header\n\n" + "\n\nother\n\n".join(new) + "\n\n| method | dataset, clients |\n")
+    run = [sys.executable, str(script), "--table", str(table_md), "--readme", str(readme)]
+    subprocess.run(run, check=True)
+    assert readme.read_text() == "# title\n\n" + "\n\ntext\n\n".join(new) + "\n\nend\n"
+    table_md.write_text("header\n\n" + new[0] + "\n")
+    failed = subprocess.run(run, capture_output=True, text=True)
+    assert failed.returncode != 0 and "| cell | published" in failed.stderr
