@@ -269,13 +269,22 @@ def test_a_one_size_run_on_another_split_is_refused_as_twin(tmp_path: Path) -> N
 
 
 def test_committed_tables_are_what_the_summarizer_makes_of_the_committed_runs() -> None:
-    """results/table.md's and README's accuracy tables (pFedHN's splits, pFedLA's setting) are
-    regenerated whenever a run lands."""
+    """results/table.md's accuracy tables (pFedHN's splits, pFedLA's setting) are the summarizer's
+    of the committed runs, and README quotes results/table.md's tables as they are."""
     runs = tabled(find_runs([ROOT / "results" / "runs"]))
     for accuracy in (table([r for r in runs if not own_split(r)]), table([r for r in runs if own_split(r)])):
         assert accuracy.count("\n") >= 3  # the committed runs were found
         assert accuracy in (ROOT / "results" / "table.md").read_text(), "rerun python -m pfedhn.summarize results/runs"
-        assert accuracy in (ROOT / "README.md").read_text(), "python docs/scripts/readme_tables.py"
+
+
+def test_readme_quotes_the_committed_tables_as_they_are(tmp_path: Path) -> None:
+    """README's five quoted tables are results/table.md's (else: python docs/scripts/readme_tables.py)."""
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    script = ROOT / "docs" / "scripts" / "readme_tables.py"
+    table_md = ROOT / "results" / "table.md"
+    subprocess.run([sys.executable, str(script), "--table", str(table_md), "--readme", str(readme)], check=True)
+    assert readme.read_text() == (ROOT / "README.md").read_text(), "python docs/scripts/readme_tables.py"
 
 
 def test_a_published_value_is_set_against_the_better_of_its_rows(tmp_path: Path, monkeypatch) -> None:
@@ -305,18 +314,17 @@ def test_a_published_value_is_set_against_the_better_of_its_rows(tmp_path: Path,
 
 
 def test_readme_tables_replaces_each_quoted_table_and_refuses_a_missing_one(tmp_path: Path) -> None:
-    """docs/scripts/readme_tables.py puts results/table.md's three quoted tables into README in place."""
+    """docs/scripts/readme_tables.py puts results/table.md's five quoted tables into README in place."""
     script = ROOT / "docs" / "scripts" / "readme_tables.py"
-    old = [
-        "| method | MNIST, 10 clients |\n|---|---|\n| pFedHN | 1 |",
+    headers = [
+        "| method | MNIST, 10 clients |",
         "| method | CIFAR-10 (4 classes per client), 10 |",
-        "| cell | published |\n|---|---|",
+        "| cell | published |",
+        "| method | dataset, clients | rounds | size (n_kernels) |",
+        "| method | dataset, clients (novel) |",
     ]
-    new = [
-        "| method | MNIST, 10 clients |\n|---|---|\n| pFedHN | 2 |",
-        "| method | CIFAR-10 (4 classes per client), 10 |\n| x |",
-        "| cell | published |\n|---|---|\n| y |",
-    ]
+    old = [f"{header}\n|---|\n| old {i} |" for i, header in enumerate(headers)]
+    new = [f"{header}\n|---|\n| new {i} |\n| more |" for i, header in enumerate(headers)]
     readme, table_md = tmp_path / "README.md", tmp_path / "table.md"
     readme.write_text("# title\n\n" + "\n\ntext\n\n".join(old) + "\n\nend\n")
     table_md.write_text("header\n\n" + "\n\nother\n\n".join(new) + "\n\n| method | dataset, clients |\n")

@@ -2,10 +2,10 @@
 
     python -m pfedhn.summarize results/runs && python docs/scripts/readme_tables.py
 
-README quotes three of the tables verbatim: accuracy on pFedHN's splits (header ``| method |
-MNIST``), accuracy in pFedLA's setting (``| method | CIFAR-10 (4 classes``) and the published
-values (``| cell | published``). Each README block (a paragraph of table lines) whose first
-line begins as one of them is replaced by the table of results/table.md that begins the same
+README quotes five of the tables verbatim (their first lines begin as ``QUOTED``): accuracy on
+pFedHN's splits, accuracy in pFedLA's setting, the published values, targets of different sizes
+and novel clients. Each README block (a paragraph of table lines) whose first line begins as one
+of them is replaced by the table of results/table.md that begins the same
 way; a README without such a block, or a table.md without such a table, is an error (so a
 renamed header is noticed, not skipped).
 """
@@ -15,7 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-QUOTED = ("| method | MNIST", "| method | CIFAR-10 (4 classes", "| cell | published")
+QUOTED = (
+    "| method | MNIST",
+    "| method | CIFAR-10 (4 classes",
+    "| cell | published",
+    "| method | dataset, clients | rounds | size",
+    "| method | dataset, clients (novel)",
+)
 
 
 def blocks(text: str) -> list[str]:
