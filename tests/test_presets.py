@@ -23,7 +23,7 @@ def test_pfedla_setting_presets_hold_the_re_implementations_protocol(
     assert (cfg.num_clients, cfg.clients_per_round, cfg.num_rounds) == (10, 10, 100)
     client = cfg.client
     assert (client.epochs, client.batch_size, client.lr, client.momentum, client.weight_decay) == (10, 32, 1e-2, 0, 0)
-    assert cfg.method.name == method and cfg.method.server.lr == 5e-3
+    assert cfg.method.name == method and cfg.method.server.lr == 0.25  # chosen by validation (docs/pfedla.md)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """How hard pFedLA's update pushes α, per layer, in a few rounds of a real run.
 
     python docs/scripts/pfedla_alpha_gradient.py --root <data root> --rounds 4 \\
-        --overrides +experiment=pfedla_cifar10 method=pfedla
+        --overrides +experiment=pfedla_cifar10 method=pfedla method.server.lr=5e-3
 
 Runs the first ``--rounds`` rounds of the configured pFedLA run in this process (the
 package's strategy and clients, no Flower: the same arithmetic), every client every round.
