@@ -5,9 +5,9 @@
 README quotes five of the tables verbatim (their first lines begin as ``QUOTED``): accuracy on
 pFedHN's splits, accuracy in pFedLA's setting, the published values, targets of different sizes
 and novel clients. Each README block (a paragraph of table lines) whose first line begins as one
-of them is replaced by the table of results/table.md that begins the same
-way; a README without such a block, or a table.md without such a table, is an error (so a
-renamed header is noticed, not skipped).
+of them is replaced by the table of results/table.md that begins the same way; a README without
+such a block, or a table.md without such a table, is an error (a renamed header is noticed, not
+skipped).
 """
 
 from __future__ import annotations
