@@ -157,10 +157,15 @@ def by_cell(runs: list[Run]) -> dict[tuple[str, str, int], list[Run]]:
     return cells
 
 
-def own_split(run: Run) -> bool:
-    """Whether ``run``'s clients hold another number of classes than its dataset's default
-    (pFedLA's setting): such runs get a table of their own, apart from pFedHN's splits."""
-    return "_c" in run.dataset
+def accuracy_tables(runs: list[Run]) -> tuple[str, str]:
+    """(the table of the runs on their dataset's default split, that of the runs whose clients hold
+    another number of classes: pFedLA's setting); "" where there are no such runs. Such a run's
+    column (``dataset_key``) is not its dataset's name."""
+    split: dict[bool, list[Run]] = {False: [], True: []}
+    for run in runs:
+        split[run.dataset != run.result["config"]["dataset"]["name"]].append(run)
+    shared, own = split[False], split[True]
+    return (table(shared) if shared else "", table(own) if own else "")
 
 
 def table(runs: list[Run]) -> str:
@@ -553,12 +558,11 @@ def main(argv: list[str] | None = None) -> str:
     # a seen phase alone (novel.rounds=0) has no novel accuracy yet
     novel = [r for r in found if "test_accuracy" in r.result.get("groups", {}).get("novel", {})]
     sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"]["method"].get("sizes")]
-    shared_splits, own_splits = [r for r in runs if not own_split(r)], [r for r in runs if own_split(r)]
-    text = table(shared_splits) if shared_splits else ""
+    text, own_splits = accuracy_tables(runs)
     if own_splits:
         text += "\n\n" if text else ""
         text += "On splits whose clients hold their own number of classes (pFedLA's setting, "
-        text += "`+experiment=pfedla_cifar10|pfedla_cifar100`):\n\n" + table(own_splits)
+        text += "`+experiment=pfedla_cifar10|pfedla_cifar100`):\n\n" + own_splits
     if runs:
         text += "\n\nAgainst published values (a cell of one seed is no verdict: with 10 clients the classes a "
         text += "seed draws move a run by points):\n\n" + paper_table(runs)

@@ -9,7 +9,7 @@ import pytest
 
 from pfedhn import summarize
 from pfedhn.method import PaperValue
-from pfedhn.summarize import find_runs, main, own_split, paper_table, table, tabled
+from pfedhn.summarize import accuracy_tables, find_runs, main, paper_table, tabled
 from tests.conftest import ROOT
 
 
@@ -272,7 +272,7 @@ def test_committed_tables_are_what_the_summarizer_makes_of_the_committed_runs() 
     """results/table.md's accuracy tables (pFedHN's splits, pFedLA's setting) are the summarizer's
     of the committed runs, and README quotes results/table.md's tables as they are."""
     runs = tabled(find_runs([ROOT / "results" / "runs"]))
-    for accuracy in (table([r for r in runs if not own_split(r)]), table([r for r in runs if own_split(r)])):
+    for accuracy in accuracy_tables(runs):
         assert accuracy.count("\n") >= 3  # the committed runs were found
         assert accuracy in (ROOT / "results" / "table.md").read_text(), "rerun python -m pfedhn.summarize results/runs"
 
