@@ -81,21 +81,23 @@ def table(runs: dict[float, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def validation_curve(result: dict[str, Any]) -> tuple[list[int], list[float]]:
+    """(evaluated rounds, pooled validation accuracy in % at each) of a run."""
+    history = result["history"]
+    return [h["round"] for h in history], [100 * h["val"]["accuracy"] for h in history]
+
+
 def plot(runs: dict[float, dict[str, Any]], local: dict[str, Any] | None, title: str, png: Path) -> None:
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.2))
     if local is not None:
-        history = local["history"]
-        curves.plot(
-            [h["round"] for h in history], [100 * h["val"]["accuracy"] for h in history],
-            color="black", linestyle="--", linewidth=1, label="Local (same split)",
-        )  # fmt: skip
+        curves.plot(*validation_curve(local), color="black", linestyle="--", linewidth=1, label="Local (same split)")
     layers = list(self_weights(next(iter(runs.values()))))
     width = 0.8 / len(runs)
     for index, (rate, result) in enumerate(runs.items()):
-        rounds = [h["round"] for h in result["history"]]
+        rounds, accuracy = validation_curve(result)
         unfinished = "" if rounds[-1] == result["config"]["num_rounds"] else f" (to round {rounds[-1]})"
         label = f"lr {rate:g}{unfinished}"
-        curves.plot(rounds, [100 * h["val"]["accuracy"] for h in result["history"]], label=label)
+        curves.plot(rounds, accuracy, label=label)
         weights = self_weights(result)
         positions = np.arange(len(layers)) + (index - (len(runs) - 1) / 2) * width
         bars.bar(positions, [weights[layer] for layer in layers], width, label=label)
