@@ -53,7 +53,7 @@ from pfedhn.protocol import (
     join_names,
     split_names,
 )
-from pfedhn.train import Normalization, batch_indices, evaluate_splits, train_local
+from pfedhn.train import Normalization, batch_indices, evaluate_splits, train_local, whole_steps
 from pfedhn.utils import derive_seed
 
 TRAIN_STREAM = 2  # tag that keeps the local batches' derived seeds apart from other uses
@@ -181,7 +181,9 @@ class PersonalizedClient(NumPyClient):
         per_step = 1 if objective is None else objective.batches_per_step
         images, labels = self._split("train")
         generator = self._generator(TRAIN_STREAM, config)
-        batches = batch_indices(len(labels), c.batch_size, c.inner_steps * per_step, c.epochs, generator)
+        batches = whole_steps(
+            batch_indices(len(labels), c.batch_size, c.inner_steps * per_step, c.epochs, generator), per_step
+        )
         loss = train_local(
             model,
             images,

@@ -5,7 +5,7 @@
 Finds every ``results.json`` under the given directories, groups runs by
 (method, dataset, clients), and writes ``results/table.md`` (mean ± std of the
 test accuracy at the best-validation round over seeds, with each cell's scale)
-and, in ``_static/``, per (dataset, clients): accuracy vs round (mean ± band over
+and, in ``_static/``, per (dataset, clients): accuracy vs local steps or client-rounds (mean ± band over
 seeds, validation dashed, test solid) and the per-client test accuracy at the
 best round.
 """
@@ -492,25 +492,34 @@ def _band(ax: plt.Axes, runs: list[Run], split: str, style: str, label: str, col
         ax.fill_between(rounds * per_round, mean - values.std(0), mean + values.std(0), color=color, alpha=0.2)
 
 
+def curve_axis(by_method: dict[str, list[Run]]) -> tuple[dict[str, int], str]:
+    """(method → x units a round, x label) of a cell's curves: total local steps where every run
+    counts steps and a method's runs agree on them, else client-rounds (rounds × clients a round),
+    on which pFedLA's setting gives every row the same span (100 rounds of 10 clients and
+    pFedHN's 1000 rounds of one both end at 1000)."""
+    steps = {m: {steps_per_round(r) for r in runs} for m, runs in by_method.items()}
+    if all(None not in counts and len(counts) == 1 for counts in steps.values()):
+        return {m: counts.pop() for m, counts in steps.items()}, "local SGD steps, all clients"
+    clients = {m: runs[0].result["config"].get("clients_per_round", 1) for m, runs in by_method.items()}
+    return clients, "client-rounds (rounds × clients a round)"
+
+
 def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], static: Path) -> list[Path]:
-    """Accuracy curves (against total local steps, or rounds when a run counts epochs) and
-    per-client accuracy of one (dataset, clients) cell."""
+    """Accuracy curves (against ``curve_axis``) and per-client accuracy of one (dataset, clients) cell."""
     name = f"{dataset}_{clients}"
     order = sorted(by_method, key=_row_order)
     colors = {m: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, m in enumerate(order)}  # dark first
     title = f"{dataset_label(dataset)}, {clients} clients"
-    per_round = {m: [steps_per_round(r) for r in runs] for m, runs in by_method.items()}
-    in_steps = all(None not in counts and len(set(counts)) == 1 for counts in per_round.values())
+    per_round, xlabel = curve_axis(by_method)
 
     fig, (ax, top) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
     for axis in (ax, top):
         for method in order:
             runs = by_method[method]
-            scale = per_round[method][0] if in_steps else 1
             label = method_label(method)
-            _band(axis, runs, "test", "-", f"{label} ({_seeds(len(runs))})", colors[method], scale)
-            _band(axis, runs, "val", "--", "_nolegend_", colors[method], scale)
-        axis.set(xlabel="local SGD steps, all clients" if in_steps else "round")
+            _band(axis, runs, "test", "-", f"{label} ({_seeds(len(runs))})", colors[method], per_round[method])
+            _band(axis, runs, "val", "--", "_nolegend_", colors[method], per_round[method])
+        axis.set(xlabel=xlabel)
         axis.grid(alpha=0.3)
     ax.set(ylabel="pooled accuracy (%)", title=f"{title}: test (solid), validation (dashed)")
     ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))

@@ -56,6 +56,13 @@ def batch_indices(
     ]
 
 
+def whole_steps(batches: list[torch.Tensor], per_step: int) -> list[torch.Tensor]:
+    """The leading ``batches`` that make whole steps of ``per_step`` batches each: in epochs
+    mode an epoch's batch count need not divide by a method's batches per step (Per-FedAvg's
+    2 or 3), and the at most ``per_step`` − 1 trailing batches are dropped."""
+    return batches[: len(batches) - len(batches) % per_step]
+
+
 Batch = tuple[torch.Tensor, torch.Tensor]  # normalized float images (b, C, H, W), labels (b,)
 
 

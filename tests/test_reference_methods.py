@@ -18,6 +18,7 @@ from torch import nn
 from pfedhn.client_app import ADAPT_STREAM, TRAIN_STREAM, PersonalizedClient
 from pfedhn.client_store import STORE
 from pfedhn.config import compose, model_spec, normalization
+from pfedhn.dataset import normalize
 from pfedhn.methods import build_strategy
 from pfedhn.methods.fedavg import GlobalAverage, initial_weights
 from pfedhn.methods.perfedavg import PerFedAvgObjective
@@ -174,6 +175,39 @@ def test_perfedavg_step_matches_a_direct_implementation(variant: str) -> None:
             p -= beta * gi
     for a, b in zip(model.parameters(), direct.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize(("variant", "batch_size", "dropped"), [("fo", 7, 1), ("hf", 8, 2)])
+def test_perfedavg_in_epochs_mode_cuts_the_epochs_batches_into_whole_steps(
+    data_root: Path, variant: str, batch_size: int, dropped: int
+) -> None:
+    """pFedLA's setting counts local work in epochs: Per-FedAvg's steps take an epoch's batches
+    in order, 2 (FO) or 3 (HF) each, and the trailing ones that make no whole step are left out."""
+    overrides = [f"method.variant={variant}", "client.epochs=1", f"client.batch_size={batch_size}"]
+    cfg, strategy = setup(data_root, "perfedavg", *overrides)
+    parameters, config = instruction(strategy, 1, 3, training=True)
+    sent = dict(zip(config["sent"].split(","), parameters_to_ndarrays(parameters)))
+    state = RecordDict()
+    _, _, returned, _ = fit(cfg, strategy, 1, 3, state)
+
+    c, norm = cfg.client, normalization(cfg)
+    model = TargetCNN(model_spec(cfg))
+    model.load_state_dict({name: torch.tensor(array) for name, array in sent.items()})
+    images, labels = PersonalizedClient(1, cfg, RecordDict()).data.client_split(1, "train")
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, TRAIN_STREAM, 1, 3))
+    batches = batch_indices(len(labels), c.batch_size, None, 1, generator)
+    objective = PerFedAvgObjective(alpha=cfg.method.alpha, variant=variant, delta=cfg.method.delta)
+    assert len(batches) % objective.batches_per_step == dropped
+    optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    for start in range(0, len(batches) - dropped, objective.batches_per_step):
+        step = [
+            (normalize(images[b], norm.mean, norm.std), labels[b])
+            for b in batches[start : start + objective.batches_per_step]
+        ]
+        objective.step(model, step, [optimizer], list(model.parameters()), c.grad_clip)
+    for name, parameter in model.named_parameters():
+        expected = parameter.detach().numpy() - sent[name]
+        np.testing.assert_allclose(returned[name], expected, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_perfedavg_hf_differs_from_fo() -> None:

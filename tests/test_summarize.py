@@ -9,7 +9,7 @@ import pytest
 
 from pfedhn import summarize
 from pfedhn.method import PaperValue
-from pfedhn.summarize import accuracy_tables, find_runs, main, paper_table, tabled
+from pfedhn.summarize import accuracy_tables, curve_axis, find_runs, main, paper_table, tabled
 from tests.conftest import ROOT
 
 
@@ -195,6 +195,26 @@ def test_runs_counting_epochs_state_their_budget_in_client_epochs(tmp_path: Path
     text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
     assert "| pFedHN | 70.00 (601 rounds, 6.01k client-epochs, 1 seed) |" in text
     assert "| pFedLA | 70.00 (61 rounds, 6.1k client-epochs, 1 seed) |" in text
+
+
+@pytest.mark.parametrize(
+    ("epochs", "expected"),
+    [(10, ({"pfedla": 10, "pfedhn": 1}, "client-rounds")), (None, ({"pfedla": 500, "pfedhn": 50}, "local SGD steps"))],
+)
+def test_curves_run_against_local_steps_else_client_rounds(
+    tmp_path: Path, epochs: int | None, expected: tuple[dict[str, int], str]
+) -> None:
+    """In pFedLA's setting (local work in epochs) pFedLA's 100 rounds of 10 clients and pFedHN's
+    1000 of one end at the same x: client-rounds; where runs count steps, the x is the steps."""
+    runs = tmp_path / "runs"
+    for name, method, per_round in (("l", "pfedla", 10), ("h", "pfedhn", 1)):
+        write_run(runs / name, method, 0, 0.7)
+        path = runs / name / "results.json"
+        result = json.loads(path.read_text())
+        result["config"] |= {"clients_per_round": per_round, "client": {"epochs": epochs, "inner_steps": 50}}
+        path.write_text(json.dumps(result))
+    scales, label = curve_axis({run.method: [run] for run in find_runs([runs])})
+    assert (scales, label.split(" (")[0].split(",")[0]) == expected
 
 
 def test_seed_bands_match_evaluations_by_round(tmp_path: Path) -> None:

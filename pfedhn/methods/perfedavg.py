@@ -5,7 +5,10 @@ Paper: https://arxiv.org/abs/2002.07948
 Each local step minimizes f(w − α∇f(w)), the loss after one gradient step, in
 the paper's first-order (FO) or Hessian-free (HF) form; the server averages as
 FedAvg; a client evaluates the global model after one SGD step of size α on a
-batch of its training data, the adaptation the method is trained for.
+batch of its training data, the adaptation the method is trained for. A step takes 2 (FO) or
+3 (HF) batches: ``client.inner_steps`` steps draw that many batches each; ``client.epochs``
+passes are cut into steps in order (10 epochs of 100 batches: 500 FO steps, each batch used
+once, as plain SGD uses it), a trailing batch that makes no whole step left out.
 """
 
 from __future__ import annotations
@@ -113,7 +116,6 @@ SPEC = MethodSpec(
         "method.variant": (lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
         "method.alpha": (positive, "a positive number"),
         "method.delta": (positive, "a positive number"),
-        "client.epochs": (lambda v: v is None, "null: Per-FedAvg steps take 2 (FO) or 3 (HF) batches each"),
     },
     rows=TableRows(row_key, {"perfedavg": "Per-FedAvg (FO)", "perfedavg_hf": "Per-FedAvg (HF)"}),
     client_side=lambda cfg: ClientSide(objective=perfedavg_objective, adaptation=one_step_adaptation),
