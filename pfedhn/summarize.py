@@ -496,12 +496,16 @@ def curve_axis(by_method: dict[str, list[Run]]) -> tuple[dict[str, int], str]:
     """(method → x units a round, x label) of a cell's curves: total local steps where every run
     counts steps and a method's runs agree on them, else client-rounds (rounds × clients a round),
     on which pFedLA's setting gives every row the same span (100 rounds of 10 clients and
-    pFedHN's 1000 rounds of one both end at 1000)."""
+    pFedHN's 1000 rounds of one both end at 1000). Raises ValueError where a method's runs
+    differ in clients a round: their curves would share no x."""
     steps = {m: {steps_per_round(r) for r in runs} for m, runs in by_method.items()}
     if all(None not in counts and len(counts) == 1 for counts in steps.values()):
         return {m: counts.pop() for m, counts in steps.items()}, "local SGD steps, all clients"
-    clients = {m: runs[0].result["config"].get("clients_per_round", 1) for m, runs in by_method.items()}
-    return clients, "client-rounds (rounds × clients a round)"
+    clients = {m: {r.result["config"].get("clients_per_round", 1) for r in runs} for m, runs in by_method.items()}
+    disagreeing = sorted(m for m, counts in clients.items() if len(counts) > 1)
+    if disagreeing:
+        raise ValueError(f"runs of {disagreeing} differ in clients_per_round: their curves share no x axis")
+    return {m: counts.pop() for m, counts in clients.items()}, "client-rounds (rounds × clients a round)"
 
 
 def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], static: Path) -> list[Path]:

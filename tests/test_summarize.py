@@ -217,6 +217,19 @@ def test_curves_run_against_local_steps_else_client_rounds(
     assert (scales, label.split(" (")[0].split(",")[0]) == expected
 
 
+def test_client_rounds_refuse_seeds_that_differ_in_clients_a_round(tmp_path: Path) -> None:
+    """Two seeds of one method with 10 and 1 clients a round have no common client-rounds axis."""
+    runs = tmp_path / "runs"
+    for name, seed, per_round in (("a", 0, 10), ("b", 1, 1)):
+        write_run(runs / name, "pfedla", seed, 0.7)
+        path = runs / name / "results.json"
+        result = json.loads(path.read_text())
+        result["config"] |= {"clients_per_round": per_round, "client": {"epochs": 10, "inner_steps": 50}}
+        path.write_text(json.dumps(result))
+    with pytest.raises(ValueError, match=r"\['pfedla'\] differ in clients_per_round"):
+        curve_axis({"pfedla": find_runs([runs])})
+
+
 def test_seed_bands_match_evaluations_by_round(tmp_path: Path) -> None:
     """A seed with an evaluation missing (a failed client) or one more (an extended run) is
     matched round by round, not by position."""
