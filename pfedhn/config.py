@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -87,27 +88,24 @@ RESUMABLE_CHANGES = (
 )
 
 
-# Keys of pFedHN's novel-client phase (paper Sec. 5.3): changeable while a run has not begun it,
-# so a seen phase alone (``method.novel.rounds=0``), copied, can be continued into several novel phases.
-NOVEL_PHASE_KEYS = ("method.novel.rounds", "method.novel.lr")
-
-
-def check_resumable(cfg: DictConfig, saved: dict[str, Any], at_round: int) -> list[str]:
+def check_resumable(
+    cfg: DictConfig, saved: dict[str, Any], at_round: int, novel_phase_keys: Collection[str] = ()
+) -> list[str]:
     """Raise ``ConfigError`` naming the first key where ``cfg`` differs from the config of a
     run saved after ``at_round`` rounds.
 
     Keys the saved config lacks were added to the package after that run started (e.g.
     ``faults.*``, ``device``): they are returned, for the caller to say so, not refused.
-    ``NOVEL_PHASE_KEYS`` may differ while ``at_round`` precedes the novel phase under both configs;
-    once a run is in its novel phase, ``num_rounds`` (where that phase began) may not.
+    ``novel_phase_keys`` (a run with a novel-client phase: its method's
+    ``MethodSpec.novel_phase_keys``) may differ while ``at_round`` precedes that phase under
+    both configs; once a run is in it, ``num_rounds`` (where the phase began) may not.
     """
     now, then = flatten(OmegaConf.to_container(cfg, resolve=True)), flatten(saved)
     added = sorted(key for key in set(now) - set(then) if not _has_prefix_in(key, then))
     before_novel = at_round <= min(cfg.num_rounds, int(saved["num_rounds"]))
-    novel_clients = OmegaConf.select(cfg, "method.novel.clients", default=0)
-    fixed = {"num_rounds"} if novel_clients and not before_novel else set()
+    fixed = {"num_rounds"} if novel_phase_keys and not before_novel else set()
     for key in sorted(set(now) | set(then)):
-        may_differ = key in added or key.startswith(RESUMABLE_CHANGES) or (before_novel and key in NOVEL_PHASE_KEYS)
+        may_differ = key in added or key.startswith(RESUMABLE_CHANGES) or (before_novel and key in novel_phase_keys)
         if may_differ and key not in fixed:
             continue
         if now.get(key) != then.get(key):

@@ -16,7 +16,8 @@ class HyperNetwork(nn.Module):
     ``embeddings`` (num_clients, embed_dim) → Linear(embed_dim, hidden) →
     ``n_hidden`` × [ReLU, Linear(hidden, hidden)] → for each target tensor a
     Linear(hidden, numel) reshaped to that tensor's shape. ``forward(client)``
-    returns a dict keyed exactly like the target's parameters.
+    returns a dict keyed like ``shapes`` (the target's parameter names; with several target
+    sizes, each prefixed by its size's ``k<n>/``).
 
     Parameters
     ----------

@@ -26,7 +26,7 @@ from pfedhn.checkpoint import Checkpoint
 from pfedhn.client_app import make_client_app
 from pfedhn.dataset import load_federated
 from pfedhn.errors import ConfigError, PFedHNError
-from pfedhn.methods import build_strategy, total_rounds
+from pfedhn.methods import build_strategy, novel_phase_keys, total_rounds
 from pfedhn.migration import migrate
 from pfedhn.results import RunHistory
 from pfedhn.server_app import make_server_app
@@ -54,7 +54,7 @@ def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
     then = migrate(saved["config"])
     # rounds done: all if finished, else at least its last evaluation's (its checkpoint may say more)
     done = total_rounds(then) if saved["finished"] else max((e["round"] for e in saved["history"]), default=0)
-    config.check_resumable(cfg, then, at_round=done)
+    config.check_resumable(cfg, then, at_round=done, novel_phase_keys=novel_phase_keys(cfg))
     return bool(saved["finished"]) and done == total_rounds(cfg)
 
 
@@ -89,7 +89,9 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHisto
     checkpoint = None
     if cfg.resume is not None or (output_dir / CHECKPOINT_FILE).is_file():
         checkpoint = load_checkpoint(output_dir)
-        added = config.check_resumable(cfg, checkpoint.config, at_round=checkpoint.round)
+        added = config.check_resumable(
+            cfg, checkpoint.config, at_round=checkpoint.round, novel_phase_keys=novel_phase_keys(cfg)
+        )
         if added:
             log.info("resumed run predates these keys, used at their values now: %s", ", ".join(added))
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)

@@ -23,6 +23,7 @@ from pfedhn import config
 from pfedhn.checks import Checks
 from pfedhn.model import ModelSpec
 from pfedhn.protocol import ClientModel, ClientSide
+from pfedhn.report import Section
 from pfedhn.results import ClientGroup
 from pfedhn.schedule import Schedule
 
@@ -55,8 +56,9 @@ class Method(ABC):
         num_examples: dict[int, int] | None = None,
     ) -> dict[str, Scalar]:
         """Fold a round's good results into the server: ``updates`` (client → parameter name →
-        returned change, for the names of its ``ClientModel.returned``, clients in increasing
-        order) and ``num_examples`` (client → its training samples; None: equal weights).
+        returned change, for the names of its ``ClientModel.returned``, then the arrays of its
+        ``ClientModel.reports``; clients in increasing order) and ``num_examples`` (client → its
+        training samples; None: equal weights).
         Returns metrics."""
 
     @abstractmethod
@@ -119,14 +121,18 @@ class TableRows:
     table order, its label; ``label(key)`` covers row keys made from values (HeurpFedLA's
     K, pFedHN's target sizes): (rank in the method's rows, label), or None if not its own.
     ``paper``: the published values its rows are compared with (only verified ones).
+    ``sections``: its own parts of the results tables, after the accuracy tables
+    (``pfedhn.report.Section``: what only its runs record).
     """
 
     key: Callable[[Mapping[str, Any]], str]
     labels: Mapping[str, str]
     label: Callable[[str], tuple[int, str] | None] | None = None
     paper: tuple[PaperValue, ...] = ()
+    sections: tuple[Section, ...] = ()
 
     def find(self, key: str) -> tuple[int, str] | None:
+        """(rank among the method's rows, label) of ``key``, or None if it is not one of its rows."""
         if key in self.labels:
             return list(self.labels).index(key), self.labels[key]
         return None if self.label is None else self.label(key)
@@ -159,6 +165,10 @@ class MethodSpec:
     moved_keys : tuple[str, ...] (default: ())
         Keys that older configs held at the top level and this method now reads under
         ``method.`` (``pfedhn.migration``).
+    novel_phase_keys : tuple[str, ...] (default: ())
+        Keys of its novel-client phase, which a resumed run may change while it has not begun
+        that phase (``config.check_resumable``): a seen phase alone, copied, can be continued
+        into several novel phases.
     """
 
     build: Callable[[DictConfig, Schedule], Method]
@@ -168,3 +178,4 @@ class MethodSpec:
     schedule: Callable[[Mapping[str, Any]], Schedule] = plain_schedule
     target: Callable[[DictConfig, int], ModelSpec] = field(default=lambda cfg, partition: config.model_spec(cfg))
     moved_keys: tuple[str, ...] = ()
+    novel_phase_keys: tuple[str, ...] = ()

@@ -31,8 +31,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from pfedhn import config  # noqa: E402
 from pfedhn.dataset import load_federated  # noqa: E402
+from pfedhn.report import DATASET_LABELS  # noqa: E402
 from pfedhn.results import evaluation_at  # noqa: E402
-from pfedhn.summarize import DATASET_LABELS  # noqa: E402
 
 
 @dataclass(frozen=True)

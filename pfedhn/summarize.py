@@ -16,7 +16,6 @@ import argparse
 import functools
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,39 +26,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from pfedhn.methods import paper_values, row_key, row_place, table_settings  # noqa: E402
+from pfedhn.methods import paper_values, row_key, row_place, sections, table_settings  # noqa: E402
 from pfedhn.migration import migrate  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
-from pfedhn.results import SplitMetrics, evaluation_at  # noqa: E402
+from pfedhn.report import (  # noqa: E402
+    DATASET_LABELS,
+    Run,
+    dataset_label,
+    largest_budget,
+    save_figure,
+    seeds_label,
+    steps_per_round,
+)
+from pfedhn.results import evaluation_at  # noqa: E402
 from pfedhn.utils import flatten  # noqa: E402
 
-DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 DATASET_CONF = Path(__file__).resolve().parent.parent / "conf" / "dataset"  # one <name>.yaml per dataset
-
-
-@dataclass(frozen=True)
-class Run:
-    path: Path
-    method: str
-    dataset: str
-    clients: int
-    seed: int
-    result: dict[str, Any]
-
-    @property
-    def rounds_done(self) -> int:
-        return self.result["history"][-1]["round"] if self.result["history"] else 0
-
-
-def _seeds(n: int) -> str:
-    return f"{n} seed{'s' if n > 1 else ''}"
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def find_runs(dirs: list[Path]) -> list[Run]:
@@ -91,12 +73,6 @@ def default_classes(name: str) -> int | None:
     return OmegaConf.load(path).dataset.classes_per_client if path.is_file() else None
 
 
-def dataset_label(key: str) -> str:
-    name, _, classes = key.partition("_c")
-    label = DATASET_LABELS.get(name, name)
-    return f"{label} ({classes} classes per client)" if classes else label
-
-
 def _dataset_order(key: str) -> tuple[int, str]:
     name = key.partition("_c")[0]
     return (list(DATASET_LABELS).index(name) if name in DATASET_LABELS else 99, key)
@@ -105,28 +81,6 @@ def _dataset_order(key: str) -> tuple[int, str]:
 def method_label(key: str) -> str:
     """A row key's label, as its method declares it."""
     return row_place(key)[1]
-
-
-def largest_budget(runs: list[Run]) -> list[Run]:
-    """The runs of one cell that the table and plots show: finished ones first, then those with
-    the most planned local steps (or rounds, where steps are not counted), then rounds; seeds
-    are pooled only at one scale (the others stay in the settings table)."""
-
-    def scale(run: Run) -> tuple[bool, int, int]:
-        rounds = run.result["config"]["num_rounds"]
-        return bool(run.result.get("finished", True)), rounds * (steps_per_round(run) or 1), rounds
-
-    top = max(scale(r) for r in runs)
-    shown = [r for r in runs if scale(r) == top]
-    seeds: dict[int, Path] = {}
-    for run in shown:  # pooling a seed twice would count one run as two seeds
-        if run.seed in seeds:
-            raise ValueError(
-                f"{seeds[run.seed]} and {run.path} are one table cell at one scale with the same seed "
-                f"({run.seed}); keep one of them out of the directories summarized"
-            )
-        seeds[run.seed] = run.path
-    return shown
 
 
 def cell_text(runs: list[Run]) -> str:
@@ -142,7 +96,7 @@ def cell_text(runs: list[Run]) -> str:
         scale += f", {_thousands(max(done) * steps.pop())} steps"
     elif len(epochs) == 1 and None not in epochs:  # or in epochs over clients' data (pFedLA's setting)
         scale += f", {_thousands(max(done) * epochs.pop())} client-epochs"
-    return f"{value} ({scale}, {_seeds(len(runs))})"
+    return f"{value} ({scale}, {seeds_label(len(runs))})"
 
 
 def _thousands(steps: int) -> str:
@@ -274,198 +228,6 @@ def provenance_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def alpha_means(run: Run, layer: str) -> tuple[float, float, float]:
-    """pFedLA's learned α for ``layer``: mean weight of a client on itself, on the other
-    clients that share a class with it, and on those that share none."""
-    alpha = np.array(run.result["method_report"]["alpha"][layer])
-    shared = _shared_classes(run) > 0
-    others = ~np.eye(len(alpha), dtype=bool)
-    return float(alpha.diagonal().mean()), float(alpha[shared & others].mean()), float(alpha[~shared].mean())
-
-
-def _shared_classes(run: Run) -> np.ndarray:
-    """(clients, clients): how many training classes two clients have in common."""
-    classes = [set(c) for c in run.result["client_classes"]]
-    return np.array([[len(a & b) for b in classes] for a in classes])
-
-
-def alpha_table(runs: list[Run]) -> str:
-    """Per pFedLA run and layer: mean α on self, on class-sharing clients, on the others."""
-    lines = [
-        "| method | dataset, clients | rounds | layer | α on itself | α on clients sharing a class | α on the others |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for run in runs:
-        for layer in run.result["method_report"]["alpha"]:
-            own, share, none = alpha_means(run, layer)
-            lines.append(
-                f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
-                f"{run.clients} | {run.rounds_done} | {layer} | {own:.3f} | {share:.3f} | {none:.3f} |"
-            )
-    return "\n".join(lines)
-
-
-def plot_alpha(run: Run, layer: str, static: Path) -> Path:
-    """pFedLA's α for one layer (row i: client i's weights) beside the shared-class counts."""
-    alpha = np.array(run.result["method_report"]["alpha"][layer])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    shown = axes[0].imshow(alpha, cmap="viridis")
-    fig.colorbar(shown, ax=axes[0], fraction=0.046)
-    axes[0].set(xlabel="client j (aggregated)", ylabel="client i (receiving)", title=f"learned α, layer {layer}")
-    shared = _shared_classes(run)
-    counts = axes[1].imshow(shared, cmap="Greys")
-    fig.colorbar(counts, ax=axes[1], fraction=0.046, ticks=range(int(shared.max()) + 1))
-    axes[1].set(xlabel="client j", ylabel="client i", title="training classes in common")
-    own, share, none = alpha_means(run, layer)
-    fig.suptitle(
-        f"{method_label(run.method)}, {dataset_label(run.dataset)}, "
-        f"{run.clients} clients, {run.rounds_done} rounds: mean α on itself {own:.3f}, "
-        f"on class-sharing clients {share:.3f}, on the others {none:.3f}",
-        fontsize=9,
-    )
-    return _save(fig, static / f"alpha_{run.path.parent.name}_{layer}.png")  # one per run
-
-
-def single_size_twin(run: Run, runs: list[Run]) -> Run | None:
-    """The one-size run on the same split as multi-size ``run``: its method without sizes, its
-    dataset, clients and seed (so the same partition); None without one."""
-    base = run.method.partition("_sizes_")[0]
-    twins = [r for r in runs if (r.method, r.dataset, r.clients, r.seed) == (base, run.dataset, run.clients, run.seed)]
-    return largest_budget(twins)[0] if twins else None
-
-
-def group_test_accuracy(evaluation: dict[str, Any], clients: list[int], counts: list[int]) -> float:
-    """Pooled test accuracy of ``clients`` in one evaluation of a ``results.json``, each client
-    weighted by ``counts`` (its test-set size: runs from before sizes were recorded lack them)."""
-    test = evaluation["test"]
-    return SplitMetrics(test["loss"], test["accuracy"], test["client_accuracy"], counts).pooled_accuracy(clients)
-
-
-def client_test_sizes(run: Run, twin: Run | None) -> list[int]:
-    """Each client's test-set size, from multi-size ``run``'s last evaluation; refused if its
-    one-size ``twin`` recorded other sizes (then the two are not the same split)."""
-    counts = run.result["history"][-1]["test"]["client_count"]
-    theirs = twin.result["history"][-1]["test"].get("client_count", counts) if twin else counts
-    if theirs != counts:
-        raise ValueError(f"{run.path} and {twin.path} have other client test sets: not the same split")
-    return counts
-
-
-def sizes_table(pairs: list[tuple[Run, Run | None]]) -> str:
-    """Per (multi-size run, its one-size twin or None): each size group's pooled test accuracy at
-    the run's best-validation round, beside the same clients' in the twin (at the twin's best round)."""
-    lines = [
-        "| method | dataset, clients | rounds | size (n_kernels) | clients | test accuracy "
-        "| the same clients, one-size run |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for run, twin in pairs:
-        counts = client_test_sizes(run, twin)
-        best = evaluation_at(run.result, run.result["best_val_round"])
-        twin_best = evaluation_at(twin.result, twin.result["best_val_round"]) if twin else None
-        for name, group in run.result["groups"].items():
-            clients = group["clients"]
-            accuracy = 100 * group_test_accuracy(best, clients, counts)
-            beside = "–"
-            if twin is not None:
-                accuracy_there = 100 * group_test_accuracy(twin_best, clients, counts)
-                beside = f"{accuracy_there:.2f} (n_kernels {twin_kernels(twin)}, {twin.rounds_done} rounds)"
-            lines.append(
-                f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
-                f"{run.clients} | {run.rounds_done} | {name.lstrip('k')} | {len(clients)} | {accuracy:.2f} "
-                f"| {beside} |"
-            )
-    return "\n".join(lines)
-
-
-def twin_kernels(twin: Run) -> int:
-    """The one target size of a one-size run."""
-    return twin.result["config"]["model"]["n_kernels"]
-
-
-def _finish_round_axes(ax: plt.Axes, title: str, legend_columns: int) -> None:
-    """Axis labels, title, grid and a legend below the axes of a pooled-test-accuracy-vs-round plot."""
-    ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=legend_columns)
-
-
-def plot_sizes(run: Run, twin: Run | None, static: Path) -> Path:
-    """Each size group's pooled test accuracy vs round (solid), and the same clients in the
-    one-size run of the same split (dashed, same colour) where there is one."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    counts = client_test_sizes(run, twin)
-    own, theirs = run.result["history"], twin.result["history"] if twin else []
-    own_rounds, their_rounds = [e["round"] for e in own], [e["round"] for e in theirs]
-    for i, (name, group) in enumerate(run.result["groups"].items()):
-        colour, clients = f"C{i}", group["clients"]
-        accuracy = [100 * group_test_accuracy(e, clients, counts) for e in own]
-        ax.plot(own_rounds, accuracy, color=colour, label=f"n_kernels {name.lstrip('k')} ({len(clients)} clients)")
-        if twin is not None:
-            ax.plot(
-                their_rounds,
-                [100 * group_test_accuracy(e, clients, counts) for e in theirs],
-                color=colour,
-                linestyle="--",
-                label=f"same clients, all at n_kernels {twin_kernels(twin)}",
-            )
-    title = f"{method_label(run.method)}, {dataset_label(run.dataset)}, {run.clients} clients, seed {run.seed}"
-    _finish_round_axes(ax, title, legend_columns=len(run.result["groups"]))  # a column per group
-    return _save(fig, static / f"sizes_{run.path.parent.name}.png")  # one per run
-
-
-def novel_lr(cfg: dict[str, Any]) -> float:
-    """The novel phase's embedding rate: ``method.novel.lr``, else the hypernetwork's embedding rate."""
-    server = cfg["method"]["server"]
-    rate = cfg["method"]["novel"].get("lr")
-    return rate if rate is not None else (server["embed_lr"] if server.get("embed_lr") is not None else server["lr"])
-
-
-def novel_table(runs: list[Run]) -> str:
-    """Seen vs novel clients' test accuracy (each at its group's best validation)."""
-    lines = [
-        "| method | dataset, clients (novel) | rounds (+ novel rounds) | novel-phase embedding lr | seen clients "
-        "| novel clients | gap | versions |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for run in runs:
-        cfg, groups = run.result["config"], run.result["groups"]
-        seen, novel = 100 * groups["seen"]["test_accuracy"], 100 * groups["novel"]["test_accuracy"]
-        phase = cfg["method"]["novel"]
-        lines.append(
-            f"| {method_label(run.method)} | {dataset_label(run.dataset)}, "
-            f"{run.clients} ({phase['clients']}) | {cfg['num_rounds']} (+ {phase['rounds']}) | "
-            f"{novel_lr(cfg):g} | {seen:.2f} | {novel:.2f} | {seen - novel:.2f} | "
-            f"{versions_label(run.result.get('provenance', []))} |"
-        )
-    return "\n".join(lines)
-
-
-def plot_novel(run: Run, static: Path) -> Path:
-    """Pooled test accuracy of the seen and the novel clients vs round."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name in ("seen", "novel"):
-        group = run.result["groups"][name]
-        rounds = [e["round"] for e in group["history"]]
-        ax.plot(rounds, [100 * e["test"] for e in group["history"]], label=f"{name} clients ({len(group['clients'])})")
-    ax.axvline(
-        run.result["groups"]["novel"]["rounds"][0] - 0.5, color="grey", linestyle=":", label="hypernetwork frozen"
-    )
-    title = f"{dataset_label(run.dataset)}, {run.clients} clients: novel vs seen clients"
-    _finish_round_axes(ax, f"{title} (novel-phase lr {novel_lr(run.result['config']):g})", legend_columns=3)
-    return _save(fig, static / f"novel_{run.path.parent.name}.png")  # one per run: runs differ in their phases
-
-
-def steps_per_round(run: Run) -> int | None:
-    """Local steps of all clients in one round (clients per round × steps each), or None when
-    the run counts local work in epochs (its steps depend on each client's data size)."""
-    cfg = run.result["config"]
-    client = cfg.get("client", {})
-    if client.get("epochs") is not None or "inner_steps" not in client:
-        return None
-    return cfg.get("clients_per_round", 1) * client["inner_steps"]
-
-
 def epochs_per_round(run: Run) -> int | None:
     """Local epochs of all clients in one round (clients per round × epochs each), or None when
     the run counts local work in steps: 100 rounds of 10 clients and 1000 rounds of one client,
@@ -521,7 +283,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
         for method in order:
             runs = by_method[method]
             label = method_label(method)
-            _band(axis, runs, "test", "-", f"{label} ({_seeds(len(runs))})", colors[method], per_round[method])
+            _band(axis, runs, "test", "-", f"{label} ({seeds_label(len(runs))})", colors[method], per_round[method])
             _band(axis, runs, "val", "--", "_nolegend_", colors[method], per_round[method])
         axis.set(xlabel=xlabel)
         axis.grid(alpha=0.3)
@@ -535,7 +297,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
     top.set_ylim(max(0, highest_best - 5), min(100, highest + 0.3))
     top.set_title("within 5 points of the best", fontsize=10)
     top.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    curve = _save(fig, static / f"curve_{name}.png")
+    curve = save_figure(fig, static / f"curve_{name}.png")
 
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * len(order)))
     data, labels = [], []
@@ -544,7 +306,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
         for run in runs:
             at_best += evaluation_at(run.result, run.result["best_val_round"])["test"]["client_accuracy"]
         data.append(100 * np.array(at_best))
-        labels.append(f"{method_label(method)}\n({len(at_best) // len(runs)} clients, {_seeds(len(runs))})")
+        labels.append(f"{method_label(method)}\n({len(at_best) // len(runs)} clients, {seeds_label(len(runs))})")
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)
     for i, values in enumerate(data, 1):
         ax.scatter(
@@ -552,7 +314,7 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
         )
     ax.set(xlabel="client test accuracy at the best-validation round (%)", title=f"{title}: per-client accuracy")
     ax.grid(alpha=0.3, axis="x")
-    return [curve, _save(fig, static / f"clients_{name}.png")]
+    return [curve, save_figure(fig, static / f"clients_{name}.png")]
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -560,42 +322,25 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("dirs", nargs="+", type=Path, help="directories searched for results.json")
     parser.add_argument("--table", type=Path, default=Path("results/table.md"))
     parser.add_argument("--static", type=Path, default=Path("_static"))
-    parser.add_argument(
-        "--alpha-layer", default="fc1", help="the layer whose pFedLA α is plotted (fc1: most of the parameters)"
-    )
     args = parser.parse_args(argv)
     found = find_runs(args.dirs)
     if not found:
         parser.error(f"no results.json under {', '.join(map(str, args.dirs))}")
     runs = tabled(found)
-    # a seen phase alone (novel.rounds=0) has no novel accuracy yet
-    novel = [r for r in found if "test_accuracy" in r.result.get("groups", {}).get("novel", {})]
-    sized = [(r, single_size_twin(r, runs)) for r in runs if r.result["config"]["method"].get("sizes")]
+    own_sections = [(section, section.select(found, runs)) for section in sections()]
     text, own_splits = accuracy_tables(runs)
     if own_splits:
         text += "\n\n" if text else ""
-        text += "On splits whose clients hold their own number of classes (pFedLA's setting, "
-        text += "`+experiment=pfedla_cifar10|pfedla_cifar100`):\n\n" + own_splits
+        text += "On splits whose clients hold another number of classes than their dataset's default "
+        text += "(the `+experiment=` presets in conf/experiment):\n\n" + own_splits
     if runs:
         text += "\n\nAgainst published values (a cell of one seed is no verdict: with 10 clients the classes a "
         text += "seed draws move a run by points):\n\n" + paper_table(runs)
         text += "\n\nBudget and hyperparameters of every cell (from each run's config):\n\n" + settings_table(runs)
         text += "\n\nWhat produced each run (`provenance` in its results.json):\n\n" + provenance_table(runs)
-    aggregated = [r for r in runs if r.result.get("method_report", {}).get("alpha")]
-    if aggregated:
-        text += (
-            "\n\npFedLA's learned aggregation weights at the last evaluation (mean α per client pair; "
-            "HeurpFedLA: as its hypernetworks give them, though a client's K local layers use its own copy):\n\n"
-        )
-        text += alpha_table(aggregated)
-    if sized:
-        text += "\n\nClients with targets of different sizes (paper Sec. 5.2): test accuracy (%) of each size's "
-        text += "clients at the run's best validation round, beside the same clients in the one-size run of the "
-        text += "same split (same seed; test-set sizes from the multi-size run).\n\n" + sizes_table(sized)
-    if novel:
-        text += "\n\n" if text else ""
-        text += "Novel clients (paper Sec. 5.3): test accuracy (%) of each group at its best validation.\n\n"
-        text += novel_table(novel)
+    for section, selected in own_sections:
+        if selected:
+            text += ("\n\n" if text else "") + section.caption + "\n\n" + section.table(selected, runs, method_label)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(
         "Test accuracy (%) at the best-validation round, mean ± std over seeds "
@@ -609,12 +354,9 @@ def main(argv: list[str] | None = None) -> str:
         by_method = {method: largest_budget(cell) for method, cell in by_method.items()}
         for path in plot_cell(dataset, clients, by_method, args.static):
             print(f"wrote {path}")
-    for run in novel:
-        print(f"wrote {plot_novel(run, args.static)}")
-    for run, twin in sized:
-        print(f"wrote {plot_sizes(run, twin, args.static)}")
-    for run in aggregated:
-        print(f"wrote {plot_alpha(run, args.alpha_layer, args.static)}")
+    for section, selected in own_sections:
+        for run in selected:
+            print(f"wrote {section.plot(run, runs, method_label, args.static)}")
     print(text)
     return text
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pfedhn.config import compose
-
 TRAIN_PER_CLASS, TEST_PER_CLASS = 40, 20
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,11 +105,6 @@ def tiny_overrides(data_root: Path, dataset: str = "mnist", num_clients: int = 4
         "model.n_kernels=2",
         "progress=false",
     ]
-
-
-@pytest.fixture()
-def tiny_cfg(data_root: Path):
-    return compose(tiny_overrides(data_root))
 
 
 def message(strategy, client: int, server_round: int, training: bool):

@@ -18,6 +18,7 @@ from pfedhn.method import MethodSpec, PaperValue
 from pfedhn.methods import fedamp, fedavg, fedfomo, fedper, lgfedavg, local, perfedavg, pfedhn, pfedla, pfedme
 from pfedhn.model import ModelSpec
 from pfedhn.protocol import ClientSide
+from pfedhn.report import Section
 from pfedhn.strategy import FederatedStrategy
 
 METHODS: dict[str, MethodSpec] = {  # in the order of results tables' rows
@@ -40,6 +41,7 @@ def spec_of(cfg: Mapping[str, Any]) -> MethodSpec:
 
 
 def client_side(cfg: DictConfig) -> ClientSide:
+    """What the client of ``cfg``'s method does beyond plain local SGD."""
     return spec_of(cfg).client_side(cfg)
 
 
@@ -75,6 +77,13 @@ def total_rounds(cfg: Mapping[str, Any]) -> int:
     return spec_of(cfg).schedule(cfg).num_rounds
 
 
+def novel_phase_keys(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The keys a resumed run of ``cfg`` may change before its novel-client phase begins
+    (``MethodSpec.novel_phase_keys``); none when its schedule has no such phase."""
+    spec = spec_of(cfg)
+    return spec.novel_phase_keys if spec.schedule(cfg).novel_clients else ()
+
+
 def row_key(cfg: Mapping[str, Any]) -> str:
     """The results-table row of a run's config."""
     return spec_of(cfg).rows.key(cfg)
@@ -91,6 +100,11 @@ def table_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def paper_values() -> list[PaperValue]:
     """Every method's published values (``TableRows.paper``), in ``METHODS`` order."""
     return [value for spec in METHODS.values() for value in spec.rows.paper]
+
+
+def sections() -> list[Section]:
+    """Every method's own parts of the results tables (``TableRows.sections``), in ``METHODS`` order."""
+    return [section for spec in METHODS.values() for section in spec.rows.sections]
 
 
 def row_place(key: str) -> tuple[tuple[int, int], str]:

@@ -9,7 +9,7 @@ w_n = (L_i(B_i) − L_i(θ_n)) / ‖θ_n − B_i‖, clipped at 0 and normalized
 B_i + Σ_n w_n (θ_n − B_i), or B_i itself if no candidate improves (the official code's
 revert), which it then trains. The candidates are its own latest trained model and
 ``candidates`` others from the last round's participants, picked ε-greedily by an affinity
-row P_i that adds up each candidate's w_n / |Σ w| (official code; ε_t = ε_0 − t·decay).
+row P_i that adds up each candidate's w_n / |Σ w| (official code; ε_t = max(ε_0 − (t − 1)·decay, 0) in round t).
 As the official code: L1 distance by default, baseline = the pre-training model.
 Choices where it is silent or differs (EXTENDED_README, "FedAMP and FedFomo"): the weights
 use the validation split every method has; a client is evaluated with its latest trained

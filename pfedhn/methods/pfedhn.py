@@ -18,6 +18,7 @@ from pfedhn import config
 from pfedhn.checks import Checks, boolean, non_negative, non_negative_int, positive, positive_int
 from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer, step_toward_trained
 from pfedhn.method import Method, MethodSpec, PaperValue, TableRows, by_name
+from pfedhn.methods.pfedhn_report import NOVEL, SIZES, novel_lr
 from pfedhn.model import HEAD_PREFIX, ModelSpec, head_names, make_head, parameter_shapes
 from pfedhn.protocol import ClientModel, ClientSide, Keeping
 from pfedhn.results import ClientGroup
@@ -142,9 +143,8 @@ def build(cfg: DictConfig, schedule: Schedule) -> PFedHN:
     )
     novel_optimizer = None
     if novel.clients:  # no weight decay: only the novel clients' rows get gradients, so only they move
-        embed_lr = server.lr if server.embed_lr is None else server.embed_lr
-        rate = embed_lr if novel.lr is None else novel.lr
-        novel_optimizer = torch.optim.SGD(hypernetwork.embeddings.parameters(), lr=rate, momentum=server.momentum)
+        embeddings = hypernetwork.embeddings.parameters()
+        novel_optimizer = torch.optim.SGD(embeddings, lr=novel_lr(cfg), momentum=server.momentum)
     personal = cfg.method.personal_head
     sizes = cfg.method.sizes
     return PFedHN(
@@ -287,9 +287,10 @@ PAPER_VALUES = (  # the paper's values we could verify; a third-party listing gi
 SPEC = MethodSpec(
     build=build,
     checks=checks,
-    rows=TableRows(row_key, LABELS, _sized_label, PAPER_VALUES),
+    rows=TableRows(row_key, LABELS, _sized_label, PAPER_VALUES, sections=(SIZES, NOVEL)),
     client_side=client_side,
     schedule=schedule,
     target=target,
     moved_keys=("hypernetwork", "model.sizes", "novel"),
+    novel_phase_keys=("method.novel.rounds", "method.novel.lr"),
 )

@@ -23,6 +23,7 @@ from pfedhn.checks import Checks, non_negative, non_negative_int, positive, posi
 from pfedhn.errors import ConfigError
 from pfedhn.hypernetwork import LayerWeights, normalize_rows, step_toward_trained
 from pfedhn.method import Method, MethodSpec, TableRows
+from pfedhn.methods.pfedla_report import ALPHA
 from pfedhn.model import TargetCNN
 from pfedhn.model import layers as target_layers
 from pfedhn.protocol import ClientModel
@@ -279,4 +280,6 @@ def heuristic_label(key: str) -> tuple[int, str] | None:
     return None if match is None else (int(match.group(1)), f"HeurpFedLA, K = {match.group(1)}")
 
 
-SPEC = MethodSpec(build=build, checks=checks, rows=TableRows(row_key, {"pfedla": "pFedLA"}, heuristic_label))
+SPEC = MethodSpec(
+    build=build, checks=checks, rows=TableRows(row_key, {"pfedla": "pFedLA"}, heuristic_label, sections=(ALPHA,))
+)
