@@ -165,6 +165,9 @@ class MethodSpec:
     moved_keys : tuple[str, ...] (default: ())
         Keys that older configs held at the top level and this method now reads under
         ``method.`` (``pfedhn.migration``).
+    unread_keys : tuple[str, ...] (default: ())
+        Generic keys (``client.*``) its client does not read, because its paper's updates
+        replace them; they keep their values in a run's config, and results tables show "–".
     novel_phase_keys : tuple[str, ...] (default: ())
         Keys of its novel-client phase, which a resumed run may change while it has not begun
         that phase (``config.check_resumable``): a seen phase alone, copied, can be continued
@@ -178,4 +181,5 @@ class MethodSpec:
     schedule: Callable[[Mapping[str, Any]], Schedule] = plain_schedule
     target: Callable[[DictConfig, int], ModelSpec] = field(default=lambda cfg, partition: config.model_spec(cfg))
     moved_keys: tuple[str, ...] = ()
+    unread_keys: tuple[str, ...] = ()
     novel_phase_keys: tuple[str, ...] = ()

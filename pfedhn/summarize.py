@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from pfedhn.methods import paper_values, row_key, row_place, sections, table_settings  # noqa: E402
+from pfedhn.methods import paper_values, row_key, row_place, sections, table_settings, unread_keys  # noqa: E402
 from pfedhn.migration import migrate  # noqa: E402
 from pfedhn.provenance import versions_label  # noqa: E402
 from pfedhn.report import (  # noqa: E402
@@ -173,7 +173,8 @@ def paper_table(runs: list[Run]) -> str:
 
 def settings_table(runs: list[Run]) -> str:
     """The budget and hyperparameters behind each row and column: rounds × clients per round ×
-    local steps, the client optimizer, and the method's own keys (as each run's config has them)."""
+    local steps, the client optimizer ("–" for a value its method does not read), and the
+    method's own keys (as each run's config has them)."""
     lines = [
         "| method | dataset, clients | rounds × clients/round × local steps = total "
         "| batch, client SGD (lr, momentum, wd) | eval every | method settings |",
@@ -189,11 +190,14 @@ def settings_table(runs: list[Run]) -> str:
         total = "" if per_round is None else f" = {cfg['num_rounds'] * per_round:,}"
         own = table_settings(cfg)
         own_text = ", ".join(f"{key}={value}" for key, value in flatten(own).items()) or "–"
+        unread = unread_keys(cfg)
+        lr, momentum, wd = (
+            "–" if f"client.{k}" in unread else client.get(k) for k in ("lr", "momentum", "weight_decay")
+        )
         line = (
             f"| {method_label(run.method)} | {dataset_label(run.dataset)}, {run.clients} "
             f"| {cfg['num_rounds']} × {cfg.get('clients_per_round', 1)} × {work}{total} "
-            f"| {client.get('batch_size')}, ({client.get('lr')}, {client.get('momentum')}, "
-            f"{client.get('weight_decay')}) | {cfg.get('eval_every')} | {own_text} |"
+            f"| {client.get('batch_size')}, ({lr}, {momentum}, {wd}) | {cfg.get('eval_every')} | {own_text} |"
         )
         if line not in seen:  # seeds of one cell share their settings
             seen.add(line)

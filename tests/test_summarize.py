@@ -138,11 +138,13 @@ def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> No
 
 def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> None:
     """Rows with another rounds × clients-per-round budget say so in local steps, and the settings
-    table lists each row's budget, client optimizer and method keys."""
+    table lists each row's budget, client optimizer (none for pFedMe, whose updates are its own)
+    and method keys."""
     runs = tmp_path / "runs"
     for name, method, per_round in (
         ("h", {"name": "pfedhn", "strategy": "pfedhn", "personal_head": False}, 1),
         ("f", {"name": "fedavg", "strategy": "fedavg"}, 5),
+        ("m", {"name": "pfedme", "strategy": "pfedme", "lamda": 15.0}, 5),
     ):
         write_run(runs / name, method["name"], 0, 0.8)
         path = runs / name / "results.json"
@@ -162,6 +164,7 @@ def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> N
         "| FedAvg+FT | CIFAR-10, 2 | 61 × 5 × 50 = 15,250 | 64, (0.005, 0.9, 5e-05) | 6 | finetune_steps=50 |" in text
     )
     assert "| pFedHN | CIFAR-10, 2 | 61 × 1 × 50 = 3,050 | 64, (0.005, 0.9, 5e-05) | 30 | personal_head=False |" in text
+    assert "| pFedMe | CIFAR-10, 2 | 61 × 5 × 50 = 15,250 | 64, (–, –, –) | 6 | lamda=15.0 |" in text
 
 
 def test_a_split_with_other_classes_per_client_gets_its_own_table(tmp_path: Path) -> None:

@@ -97,6 +97,11 @@ def table_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg["method"].items() if k not in ("name", "strategy", *moved)}
 
 
+def unread_keys(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The generic keys the method of ``cfg`` does not read (``MethodSpec.unread_keys``)."""
+    return spec_of(cfg).unread_keys
+
+
 def paper_values() -> list[PaperValue]:
     """Every method's published values (``TableRows.paper``), in ``METHODS`` order."""
     return [value for spec in METHODS.values() for value in spec.rows.paper]

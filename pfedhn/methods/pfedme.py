@@ -49,12 +49,12 @@ class PFedMeObjective(LocalObjective):
         η_p.
     lr : float
         η, the local model's step.
-    mu : float (default: 0.0)
+    mu : float
         μ, weight decay of θ in the inner steps (0.001 in the official optimizer).
     """
 
     def __init__(
-        self, model: nn.Module, lamda: float, inner_steps: int, personal_lr: float, lr: float, mu: float = 0.0
+        self, model: nn.Module, lamda: float, inner_steps: int, personal_lr: float, lr: float, mu: float
     ) -> None:
         self.personal = {name: p.detach().clone() for name, p in model.named_parameters()}
         self.lamda = lamda
@@ -117,4 +117,5 @@ SPEC = MethodSpec(
     },
     rows=TableRows(by_name, {"pfedme": "pFedMe"}),
     client_side=lambda cfg: ClientSide(Keeping(personal=PERSONAL_PREFIX), objective=pfedme_objective),
+    unread_keys=("client.lr", "client.momentum", "client.weight_decay", "client.grad_clip"),  # its own η, η_p, μ
 )
