@@ -145,14 +145,6 @@ def train_local(
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: Normalization, batch_size: int
-) -> EvalResult:
-    """Loss, correct and count of ``model`` on uint8 ``images`` (n, C, H, W), in chunks."""
-    return evaluate_splits(model, {"all": (images, labels)}, norm, batch_size)["all"]
-
-
-@torch.no_grad()
 def evaluate_splits(
     model: nn.Module,
     splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],

@@ -116,7 +116,7 @@ def test_evaluating_splits_in_one_pass_equals_one_split_at_a_time(data_root: Pat
     from pfedhn import config
     from pfedhn.dataset import load_federated
     from pfedhn.model import TargetCNN
-    from pfedhn.train import evaluate, evaluate_splits
+    from pfedhn.train import evaluate_splits
 
     cfg = compose(tiny_overrides(data_root))
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
@@ -125,7 +125,7 @@ def test_evaluating_splits_in_one_pass_equals_one_split_at_a_time(data_root: Pat
     for chunk in (3, 1000):
         together = evaluate_splits(model, splits, norm, chunk)
         for split, (images, labels) in splits.items():
-            alone = evaluate(model, images, labels, norm, 1000)
+            alone = evaluate_splits(model, {split: (images, labels)}, norm, 1000)[split]
             assert (together[split].correct, together[split].count) == (alone.correct, alone.count)
             assert together[split].loss_sum == pytest.approx(alone.loss_sum, rel=1e-5)
 

@@ -24,7 +24,7 @@ from pfedhn.methods.fedavg import GlobalAverage, initial_weights
 from pfedhn.methods.perfedavg import PerFedAvgObjective
 from pfedhn.methods.pfedme import PFedMeObjective
 from pfedhn.model import TargetCNN
-from pfedhn.train import batch_indices, evaluate, train_local
+from pfedhn.train import batch_indices, evaluate_splits, train_local
 from pfedhn.utils import derive_seed
 from tests.conftest import instruction, message, tiny_overrides
 from tests.test_strategy import PartitionProxy
@@ -263,7 +263,7 @@ def test_pfedme_client_keeps_and_is_evaluated_with_its_personalized_model(data_r
     personal = TargetCNN(model_spec(cfg))
     personal.load_state_dict({n[len("personal.") :]: t for n, t in kept.items()})
     images, labels = client.data.client_split(2, "val")
-    expected = evaluate(personal, images, labels, normalization(cfg), 1000)
+    expected = evaluate_splits(personal, {"val": (images, labels)}, normalization(cfg), 1000)["val"]
     assert metrics["val_correct"] == expected.correct
     assert metrics["val_loss_sum"] == pytest.approx(expected.loss_sum, rel=1e-5)
 
@@ -299,7 +299,7 @@ def test_evaluation_adapts_the_sent_model_first_and_keeps_nothing(data_root: Pat
         grad_clip=c.grad_clip,
     )
     val_images, val_labels = client.data.client_split(1, "val")
-    expected = evaluate(model, val_images, val_labels, norm, 1000)
+    expected = evaluate_splits(model, {"val": (val_images, val_labels)}, norm, 1000)["val"]
     assert metrics["val_correct"] == expected.correct
     assert metrics["val_loss_sum"] == pytest.approx(expected.loss_sum, rel=1e-5)
     plain = PersonalizedClient(
