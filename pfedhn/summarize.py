@@ -7,7 +7,8 @@ Finds every ``results.json`` under the given directories, groups runs by
 test accuracy at the best-validation round over seeds, with each cell's scale)
 and, in ``_static/``, per (dataset, clients): accuracy vs local steps or client-rounds (mean ± band over
 seeds, validation dashed, test solid) and the per-client test accuracy at the
-best round.
+best round. After the shared tables come the methods' own sections (``TableRows.sections``:
+their tables here, their plots in ``_static/``).
 """
 
 from __future__ import annotations
