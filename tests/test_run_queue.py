@@ -4,10 +4,12 @@ runs without running one twice, skip finished ones, and pick up jobs added while
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,23 @@ def test_status_tells_a_stopped_run_from_one_a_worker_holds(tmp_path: Path) -> N
         lines = status(jobs, tmp_path)
     expected = "round 4/15  test 50.00 % (best validation at round 4)"  # 10 rounds + 5 novel ones
     assert lines == {"held": f"running  {expected}", "free": f"stopped  {expected}"}
+
+
+def test_a_running_job_says_how_long_it_has_left_at_its_process_pace() -> None:
+    """Resumed at round 10 of 100, this process took 30 min for rounds 11-40: 60 rounds more take 60 min."""
+    spec = importlib.util.spec_from_file_location("queue_status", STATUS)  # a script, not a package module
+    queue_status = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(queue_status)
+    time_left = queue_status.time_left
+
+    result = {
+        "history": [{"round": 1}, {"round": 40}],
+        "provenance": [{"from_round": 0, "started": "2026-12-05T09:00:00+00:00"},
+                       {"from_round": 10, "started": "2026-12-05T10:00:00+00:00"}],
+    }  # fmt: skip
+    assert time_left(result, 100, datetime(2026, 12, 5, 10, 30, tzinfo=UTC)) == "  about 60 min left"
+    assert time_left({**result, "provenance": []}, 100, datetime.now(UTC)) == ""
+    assert time_left({**result, "history": [{"round": 10}]}, 100, datetime.now(UTC)) == ""
 
 
 def test_a_job_landed_in_the_checkout_is_not_run_again_in_an_empty_runs_dir(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ checkout's ``results/runs/<name>`` or ``results/variants/<name>``, or in ``<dir>
 dir of ``$LANDED_RUNS``, a ``:``-separated list: run_queue.sh skips them all),
 ``running`` (a worker holds its lock), ``stopped`` (a results.json from a checkpoint: the
 queue resumes it from there) or ``waiting`` (not begun). Rounds are the last evaluated one of
-the run's schedule; accuracy is the pooled test accuracy at the best validation so far.
+the run's schedule; accuracy is the pooled test accuracy at the best validation so far; a
+running job adds the minutes it has left at its process's pace so far (``time_left``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import fcntl
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pfedhn.methods import total_rounds
 from pfedhn.migration import migrate
@@ -44,7 +47,20 @@ def lock_is_held(lock: Path) -> bool:
     return False
 
 
-def job_status(runs_dir: Path, name: str) -> str:
+def time_left(result: dict[str, Any], total: int, now: datetime) -> str:
+    """ "about N min left" for a run whose current process (its last ``provenance`` record:
+    ``started``, ``from_round``) has evaluated up to its last round, at that process's pace;
+    "" without such a record or before its first evaluation."""
+    records = result.get("provenance") or [{}]
+    started, first = records[-1].get("started"), records[-1].get("from_round", 0)
+    done = result["history"][-1]["round"] - first if result["history"] else 0
+    if started is None or done <= 0:
+        return ""
+    seconds = (now - datetime.fromisoformat(started)).total_seconds()
+    return f"  about {seconds / done * (total - first - done) / 60:.0f} min left"
+
+
+def job_status(runs_dir: Path, name: str, now: datetime) -> str:
     """One line: name, state, last evaluated round of the schedule, best-validation test accuracy."""
     results_file = runs_dir / name / "results.json"
     landed = [d / name / "results.json" for d in LANDED_RUNS if (d / name / "results.json").exists()]
@@ -56,18 +72,20 @@ def job_status(runs_dir: Path, name: str) -> str:
     result = json.loads(results_file.read_text())
     state = "finished" if result["finished"] else "running" if running else "stopped"
     last = result["history"][-1]["round"] if result["history"] else 0
-    line = f"{name}  {state}  round {last}/{total_rounds(migrate(result['config']))}"
+    total = total_rounds(migrate(result["config"]))
+    line = f"{name}  {state}  round {last}/{total}"
     if result.get("test_accuracy") is not None:
         line += f"  test {100 * result['test_accuracy']:.2f} % (best validation at round {result['best_val_round']})"
-    return line
+    return line + (time_left(result, total, now) if state == "running" else "")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit("usage: queue_status.py JOBS RUNS_DIR")
     jobs_file, runs_dir = Path(argv[0]), Path(argv[1])
+    now = datetime.now(UTC)
     for name in queued_names(jobs_file):
-        print(job_status(runs_dir, name))
+        print(job_status(runs_dir, name, now))
 
 
 if __name__ == "__main__":
