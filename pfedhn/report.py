@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
@@ -116,3 +118,41 @@ def finish_round_axes(ax: plt.Axes, title: str, legend_columns: int) -> None:
     ax.set(xlabel="round", ylabel="pooled test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=legend_columns)
+
+
+def shared_classes(run: Run) -> np.ndarray:
+    """(clients, clients): how many training classes two clients of ``run`` have in common."""
+    classes = [set(c) for c in run.result["client_classes"]]
+    return np.array([[len(a & b) for b in classes] for a in classes])
+
+
+def pair_weight_means(weights: np.ndarray, run: Run) -> tuple[float, float, float]:
+    """Of a (clients, clients) matrix of aggregation weights (row i: client i's weights on every
+    client): the mean weight of a client on itself, on the other clients that share a training
+    class with it, and on those that share none."""
+    shared = shared_classes(run) > 0
+    others = ~np.eye(len(weights), dtype=bool)
+    return float(weights.diagonal().mean()), float(weights[shared & others].mean()), float(weights[~shared].mean())
+
+
+def plot_pair_weights(run: Run, weights: np.ndarray, symbol: str, title: str, label: Label, path: Path) -> Path:
+    """A (clients, clients) weight matrix ``symbol`` (row i: client i's weights; ``title`` above
+    it) beside the shared-class counts, with ``pair_weight_means`` in the figure's title."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    shown = axes[0].imshow(weights, cmap="viridis")
+    fig.colorbar(shown, ax=axes[0], fraction=0.046)
+    axes[0].set(xlabel="client j (aggregated)", ylabel="client i (receiving)", title=title)
+    shared = shared_classes(run)
+    counts = axes[1].imshow(shared, cmap="Greys")
+    fig.colorbar(counts, ax=axes[1], fraction=0.046, ticks=range(int(shared.max()) + 1))
+    axes[1].set(xlabel="client j", ylabel="client i", title="training classes in common")
+    own, share, none = pair_weight_means(weights, run)
+    fig.suptitle(
+        f"{label(run.method)}, {dataset_label(run.dataset)}, "
+        f"{run.clients} clients, {run.rounds_done} rounds: mean {symbol} on itself {own:.3f}, "
+        f"on class-sharing clients {share:.3f}, on the others {none:.3f}",
+        fontsize=9,
+    )
+    return save_figure(fig, path)

@@ -136,6 +136,23 @@ def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> No
     assert (static / "alpha_la_fc1.png").is_file()
 
 
+def test_fedamp_attention_is_summarized_against_shared_classes(tmp_path: Path) -> None:
+    """FedAMP's ξ over whole models gets the same reading as pFedLA's α, with its σ beside it."""
+    runs = tmp_path / "runs"
+    write_run(runs / "amp", "fedamp", 0, 0.7)
+    result = json.loads((runs / "amp" / "results.json").read_text())
+    result["client_classes"] = [[0, 1], [1, 2], [3, 4]]  # 0 and 1 share class 1; 2 shares nothing
+    result["method_report"] = {"attention": [[0.9, 0.08, 0.02], [0.1, 0.85, 0.05], [0.0, 0.01, 0.99]]}
+    result["config"]["method"]["sigma"] = 10
+    result["config"]["num_clients"] = 3
+    (runs / "amp" / "results.json").write_text(json.dumps(result))
+    static = tmp_path / "static"
+    text = main([str(runs), "--table", str(tmp_path / "t.md"), "--static", str(static)])
+    # itself: (0.9 + 0.85 + 0.99) / 3; sharing: 0.08 and 0.1; the others: 0.02, 0.05, 0.0, 0.01
+    assert "| FedAMP | CIFAR-10, 3 | 61 | 10 | 0.913 | 0.090 | 0.020 |" in text
+    assert (static / "attention_amp.png").is_file()
+
+
 def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> None:
     """Rows with another rounds × clients-per-round budget say so in local steps, and the settings
     table lists each row's budget, client optimizer (none for pFedMe, whose updates are its own)
