@@ -119,16 +119,22 @@ def test_novel_client_runs_get_their_own_table_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "s" / "novel_n.png").is_file()
 
 
+def write_weighting_run(directory: Path, method: str, report: dict, **method_keys: float) -> None:
+    """A 3-client run of ``method`` reporting ``report`` (client-pair weights): clients 0 and 1
+    share class 1, client 2 shares no class with either."""
+    write_run(directory, method, 0, 0.7)
+    result = json.loads((directory / "results.json").read_text())
+    result["client_classes"] = [[0, 1], [1, 2], [3, 4]]
+    result["method_report"] = report
+    result["config"]["method"] |= method_keys
+    result["config"]["num_clients"] = 3
+    (directory / "results.json").write_text(json.dumps(result))
+
+
 def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    write_run(runs / "la", "pfedla", 0, 0.7)
-    result = json.loads((runs / "la" / "results.json").read_text())
-    # clients 0 and 1 share class 1; client 2 shares nothing with either
-    result["client_classes"] = [[0, 1], [1, 2], [3, 4]]
     alpha = [[0.5, 0.3, 0.2], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8]]
-    result["method_report"] = {"alpha": {"conv1": alpha, "fc1": alpha}}
-    result["config"]["num_clients"] = 3
-    (runs / "la" / "results.json").write_text(json.dumps(result))
+    write_weighting_run(runs / "la", "pfedla", {"alpha": {"conv1": alpha, "fc1": alpha}})
     static = tmp_path / "static"
     text = main([str(runs), "--table", str(tmp_path / "t.md"), "--static", str(static)])
     # itself: (0.5 + 0.4 + 0.8) / 3; sharing: 0.3 and 0.4; the others: 0.2, 0.2, 0.1, 0.1
@@ -139,13 +145,8 @@ def test_pfedla_alpha_is_summarized_against_shared_classes(tmp_path: Path) -> No
 def test_fedamp_attention_is_summarized_against_shared_classes(tmp_path: Path) -> None:
     """FedAMP's ξ over whole models gets the same reading as pFedLA's α, with its σ beside it."""
     runs = tmp_path / "runs"
-    write_run(runs / "amp", "fedamp", 0, 0.7)
-    result = json.loads((runs / "amp" / "results.json").read_text())
-    result["client_classes"] = [[0, 1], [1, 2], [3, 4]]  # 0 and 1 share class 1; 2 shares nothing
-    result["method_report"] = {"attention": [[0.9, 0.08, 0.02], [0.1, 0.85, 0.05], [0.0, 0.01, 0.99]]}
-    result["config"]["method"]["sigma"] = 10
-    result["config"]["num_clients"] = 3
-    (runs / "amp" / "results.json").write_text(json.dumps(result))
+    attention = [[0.9, 0.08, 0.02], [0.1, 0.85, 0.05], [0.0, 0.01, 0.99]]
+    write_weighting_run(runs / "amp", "fedamp", {"attention": attention}, sigma=10)
     static = tmp_path / "static"
     text = main([str(runs), "--table", str(tmp_path / "t.md"), "--static", str(static)])
     # itself: (0.9 + 0.85 + 0.99) / 3; sharing: 0.08 and 0.1; the others: 0.02, 0.05, 0.0, 0.01
