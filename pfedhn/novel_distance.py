@@ -31,6 +31,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from pfedhn import config  # noqa: E402
 from pfedhn.dataset import load_federated  # noqa: E402
+from pfedhn.migration import migrate  # noqa: E402
 from pfedhn.report import DATASET_LABELS  # noqa: E402
 from pfedhn.results import evaluation_at  # noqa: E402
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     result = json.loads((args.run_dir / "results.json").read_text())
     if "test_accuracy" not in result.get("groups", {}).get("novel", {}):
         parser.error(f"{args.run_dir} has no novel-client results (method.novel.clients and rounds > 0)")
-    cfg = OmegaConf.create(result["config"])
+    cfg = OmegaConf.create(migrate(result["config"]))
     if args.data_root:
         cfg.dataset.root = args.data_root
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
