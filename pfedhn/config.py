@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,15 @@ def normalization(cfg: DictConfig) -> Normalization:
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def given_keys(overrides: Sequence[str]) -> set[str]:
+    """What Hydra ``overrides`` set: config keys (``client.lr`` of ``client.lr=0.5`` or
+    ``+client.lr=0.5``) and config groups (``method`` of ``method=pfedme``); not deletions."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return {o.key_or_group for o in parsed if not o.is_delete()}
 
 
 def compose(overrides: list[str]) -> DictConfig:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import hydra
@@ -70,16 +71,17 @@ def check_same_data(checkpoint: Checkpoint, fingerprint: str | None, root: str) 
         )
 
 
-def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1) -> RunHistory | None:
+def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Collection[str] = ()) -> RunHistory | None:
     """Run the experiment of a composed config; return its history (also in ``results.json``).
 
     The same command can be given again in the same directory (a sweep's cells
     have fixed ones): a finished run there is skipped (returns None) and an
     unfinished one continues from its last checkpoint, as with ``resume``.
-    ``concurrent_runs``: how many runs share the machine (``simulation.threads=auto``).
+    ``concurrent_runs``: how many runs share the machine (``simulation.threads=auto``);
+    ``given``: the keys set on the command line (a key the run does not read is refused).
     """
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
-    validation.validate(cfg)
+    validation.validate(cfg, given)
     config.resolve_threads(cfg, concurrent_runs)
     if cfg.resume is not None:
         output_dir = Path(to_absolute_path(cfg.resume))
@@ -176,7 +178,9 @@ def launcher_jobs(launcher: DictConfig) -> int:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; a user-fixable error ends the run with one line, exit code 2."""
     try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir), launcher_jobs(HydraConfig.get().launcher))
+        hydra_cfg = HydraConfig.get()
+        given = config.given_keys(hydra_cfg.overrides.task)
+        run(cfg, Path(hydra_cfg.runtime.output_dir), launcher_jobs(hydra_cfg.launcher), given)
     except PFedHNError as error:
         log.error("%s", error)
         sys.exit(2)

@@ -93,6 +93,11 @@ def plain_schedule(cfg: Mapping[str, Any]) -> Schedule:
     return Schedule(int(cfg["num_clients"]), int(cfg["num_rounds"]), int(cfg["eval_every"]))
 
 
+def reads_every_generic_key(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """No generic key is left unread."""
+    return ()
+
+
 def no_client_side(cfg: DictConfig) -> ClientSide:
     """A client that trains what it is sent with plain local SGD."""
     return ClientSide()
@@ -165,9 +170,11 @@ class MethodSpec:
     moved_keys : tuple[str, ...] (default: ())
         Keys that older configs held at the top level and this method now reads under
         ``method.`` (``pfedhn.migration``).
-    unread_keys : tuple[str, ...] (default: ())
-        Generic keys (``client.*``) its client does not read, because its paper's updates
-        replace them; they keep their values in a run's config, and results tables show "–".
+    unread_keys : Callable[[Mapping], tuple[str, ...]] (default: none)
+        The generic keys it does not read under a config (e.g. the client SGD keys that its
+        paper's own updates replace). An override of one is refused
+        (``pfedhn.validation.check_given_keys``); they keep their values in a run's config,
+        and results tables show "–" for the client SGD ones.
     novel_phase_keys : tuple[str, ...] (default: ())
         Keys of its novel-client phase, which a resumed run may change while it has not begun
         that phase (``config.check_resumable``): a seen phase alone, copied, can be continued
@@ -181,5 +188,5 @@ class MethodSpec:
     schedule: Callable[[Mapping[str, Any]], Schedule] = plain_schedule
     target: Callable[[DictConfig, int], ModelSpec] = field(default=lambda cfg, partition: config.model_spec(cfg))
     moved_keys: tuple[str, ...] = ()
-    unread_keys: tuple[str, ...] = ()
+    unread_keys: Callable[[Mapping[str, Any]], tuple[str, ...]] = reads_every_generic_key
     novel_phase_keys: tuple[str, ...] = ()

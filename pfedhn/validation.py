@@ -7,6 +7,7 @@ or any process is started.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,12 +16,13 @@ from pfedhn import config
 from pfedhn.checks import Checks
 from pfedhn.dataset import LOADERS
 from pfedhn.errors import ConfigError
-from pfedhn.methods import METHODS
+from pfedhn.methods import METHODS, unread_keys
 from pfedhn.utils import flatten
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` on the first invalid key of a composed config."""
+def validate(cfg: DictConfig, given: Collection[str] = ()) -> None:
+    """Raise ``ConfigError`` on the first invalid key of a composed config; ``given``: the
+    keys its overrides set (``config.given_keys``), each of which the run must read."""
     if cfg.dataset.name not in LOADERS:
         raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
     if cfg.method.strategy not in METHODS:
@@ -31,6 +33,7 @@ def validate(cfg: DictConfig) -> None:
         if not ok(value):
             raise ConfigError(key, f"must be {expected}, got {value!r}")
     check_method_keys(cfg, checks)
+    check_given_keys(cfg, given)
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
     config.device(cfg)  # an unavailable device fails here, before any data is loaded
@@ -65,13 +68,30 @@ def check_method_keys(cfg: DictConfig, checks: Checks) -> None:
             )
 
 
+def check_given_keys(cfg: DictConfig, given: Collection[str]) -> None:
+    """Raise ``ConfigError`` on a key of ``given`` that the run does not read: one its method
+    leaves unread (``MethodSpec.unread_keys``), ``client.inner_steps`` when rounds are
+    ``client.epochs``, Ray's resources on the in-process backend. A preset may still set
+    them (``+experiment=...`` sets client SGD for every method it is used with)."""
+    unread = {key: f"method {cfg.method.name} does not read it" for key in unread_keys(cfg)}
+    if cfg.client.epochs is not None:
+        unread["client.inner_steps"] = "a round is client.epochs passes over the data, not steps"
+    if cfg.simulation.backend == "inprocess":
+        for key in ("simulation.client_cpus", "simulation.server_threads"):
+            unread[key] = "only simulation.backend=ray reads it"
+    for key in given:
+        if key in unread:
+            raise ConfigError(key, f"{unread[key]}; drop it")
+
+
 def from_run_config(run_config: dict[str, Any]) -> DictConfig:
     """The config of a ``flwr run``: ``conf/`` composed with the run config's
     ``overrides`` (a space-separated string of Hydra overrides). ``resume`` is refused:
     every ``flwr run`` is a new run with its own directory (the ServerApp loads no
     checkpoint; resuming would also have to put the clients' stores back on the SuperNodes)."""
-    cfg = config.compose(str(run_config.get("overrides", "")).split())
-    validate(cfg)
+    overrides = str(run_config.get("overrides", "")).split()
+    cfg = config.compose(overrides)
+    validate(cfg, config.given_keys(overrides))
     if cfg.resume is not None:
         raise ConfigError(
             "resume", "flwr run starts a new run each time; resume runs of python -m pfedhn.main (the simulation)"

@@ -100,6 +100,10 @@ def test_the_ray_backend_gives_the_numbers_of_the_in_process_one(data_root: Path
             "simulation.client_gpus=0.5",
             "config error: simulation.client_gpus: GPU fractions need simulation.backend=ray",
         ),
+        (  # an override the run does not read (the command line's keys reach the validation)
+            "simulation.client_cpus=1",
+            "config error: simulation.client_cpus: only simulation.backend=ray reads it; drop it",
+        ),
     ],
 )
 def test_bad_config_stops_with_one_line(data_root: Path, tmp_path: Path, override: str, message: str) -> None:

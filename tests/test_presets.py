@@ -51,6 +51,47 @@ def test_a_preset_key_the_method_does_not_read_is_refused_by_name(method: str) -
     validation.validate(config.compose(["+experiment=pfedla_cifar10", f"method={method}", "~method.server"]))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=pfedme", "client.lr=0.5"], "client.lr: method pfedme does not read it; drop it"),
+        (["method=pfedme", "client.grad_clip=5"], "client.grad_clip: method pfedme does not read it"),
+        (["method.sizes=[8,16]", "model.n_kernels=32"], "model.n_kernels: method pfedhn does not read it"),
+        (["client.epochs=2", "client.inner_steps=10"], "client.inner_steps: a round is client.epochs passes"),
+        (["simulation.client_cpus=1"], "simulation.client_cpus: only simulation.backend=ray reads it"),
+        (["+experiment=pfedla_cifar10", "client.inner_steps=10"], "client.inner_steps: a round is client.epochs"),
+    ],
+)
+def test_an_override_the_run_does_not_read_is_refused_by_name(overrides: list[str], message: str) -> None:
+    """Set by a preset or a default instead (not given), the same value stays, unused."""
+    from pfedhn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validation.validate(config.compose(overrides), config.given_keys(overrides))
+    validation.validate(config.compose(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["client.lr=0.5", "client.grad_clip=5"],
+        ["model.n_kernels=32"],
+        ["client.inner_steps=10"],
+        ["simulation.backend=ray", "simulation.client_cpus=1"],
+        ["+experiment=pfedla_cifar10", "method=pfedme", "~method.server", "client.epochs=2"],  # a queued row
+    ],
+)
+def test_the_same_overrides_pass_where_the_run_reads_them(overrides: list[str]) -> None:
+    validation.validate(config.compose(overrides), config.given_keys(overrides))
+
+
+def test_given_keys_are_the_keys_and_groups_overrides_set() -> None:
+    given = config.given_keys(
+        ["method=pfedme", "+experiment=pfedla_cifar10", "client.lr=0.5", "~method.server", "++seed=3"]
+    )
+    assert given == {"method", "experiment", "client.lr", "seed"}
+
+
 @pytest.mark.parametrize("method", ["pfedla", "fedper", "local"])
 def test_novel_clients_are_refused_by_methods_without_a_novel_phase(method: str) -> None:
     from pfedhn.errors import ConfigError
@@ -97,3 +138,10 @@ def test_flwr_run_refuses_resume_by_name() -> None:
     validation.from_run_config({"overrides": "num_rounds=2"})
     with pytest.raises(ConfigError, match="resume: flwr run starts a new run each time"):
         validation.from_run_config({"overrides": "num_rounds=2 resume=/tmp/some-run"})
+
+
+def test_flwr_run_refuses_an_override_its_run_does_not_read() -> None:
+    from pfedhn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="client.lr: method pfedme does not read it"):
+        validation.from_run_config({"overrides": "method=pfedme client.lr=0.5"})

@@ -99,7 +99,7 @@ def table_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def unread_keys(cfg: Mapping[str, Any]) -> tuple[str, ...]:
     """The generic keys the method of ``cfg`` does not read (``MethodSpec.unread_keys``)."""
-    return spec_of(cfg).unread_keys
+    return spec_of(cfg).unread_keys(cfg)
 
 
 def paper_values() -> list[PaperValue]:

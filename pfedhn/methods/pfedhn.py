@@ -292,5 +292,6 @@ SPEC = MethodSpec(
     schedule=schedule,
     target=target,
     moved_keys=("hypernetwork", "model.sizes", "novel"),
+    unread_keys=lambda cfg: ("model.n_kernels",) if cfg["method"].get("sizes") else (),  # sizes replace it
     novel_phase_keys=("method.novel.rounds", "method.novel.lr"),
 )

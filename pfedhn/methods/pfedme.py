@@ -25,6 +25,8 @@ from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, LocalObjective
 
 PERSONAL_PREFIX = "personal."  # store entries holding θ_i
+# the client SGD keys its own updates replace (η, η_p, μ, no clipping)
+UNREAD_KEYS = ("client.lr", "client.momentum", "client.weight_decay", "client.grad_clip")
 
 
 class PFedMeObjective(LocalObjective):
@@ -117,5 +119,5 @@ SPEC = MethodSpec(
     },
     rows=TableRows(by_name, {"pfedme": "pFedMe"}),
     client_side=lambda cfg: ClientSide(Keeping(personal=PERSONAL_PREFIX), objective=pfedme_objective),
-    unread_keys=("client.lr", "client.momentum", "client.weight_decay", "client.grad_clip"),  # its own η, η_p, μ
+    unread_keys=lambda cfg: UNREAD_KEYS,
 )
