@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from pfedhn import config, validation
 from pfedhn.client_store import ClientStore
-from pfedhn.dataset import FederatedData, load_federated
+from pfedhn.dataset import FederatedData, check_image_shape, load_federated
 from pfedhn.message_timing import TimedClient
 from pfedhn.methods import client_side, target_of
 from pfedhn.model import ModelSpec, TargetCNN
@@ -147,6 +147,8 @@ class PersonalizedClient(NumPyClient):
         self.data = (
             setup.data if setup.data is not None else load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
         )
+        images, _ = self.data.client_split(partition_id, "test")
+        check_image_shape(images, cfg.dataset.in_channels, cfg.dataset.image_size)
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         """Its partition id, its node's number of partitions (if it knows it) and the names of its

@@ -365,6 +365,17 @@ def load_federated(settings: DataSettings, num_classes: int) -> FederatedData:
     return partition(settings, train, test, num_classes)
 
 
+def check_image_shape(images: torch.Tensor, in_channels: int, image_size: int) -> None:
+    """Raise ``ConfigError`` naming ``dataset.in_channels`` or ``dataset.image_size`` if the
+    images (N, C, H, W) a run loaded are not what its config says (the target is built from
+    the config: a mismatch would otherwise surface as a shape error inside every fit)."""
+    channels, height, width = images.shape[1:]
+    if channels != in_channels:
+        raise ConfigError("dataset.in_channels", f"is {in_channels}, but the images have {channels} channels")
+    if (height, width) != (image_size, image_size):
+        raise ConfigError("dataset.image_size", f"is {image_size}, but the images are {height} x {width}")
+
+
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (B, C, H, W) → float32, as torchvision's ToTensor then Normalize.
 

@@ -25,7 +25,7 @@ from pfedhn import config, provenance, validation
 from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
 from pfedhn.checkpoint import Checkpoint
 from pfedhn.client_app import make_client_app
-from pfedhn.dataset import load_federated
+from pfedhn.dataset import check_image_shape, load_federated
 from pfedhn.errors import ConfigError, PFedHNError
 from pfedhn.methods import build_strategy, novel_phase_keys, total_rounds
 from pfedhn.migration import migrate
@@ -101,6 +101,7 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Coll
     in_process = backend == "inprocess"
     torch.set_num_threads(cfg.simulation.threads if in_process else cfg.simulation.server_threads)
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
+    check_image_shape(data.splits["test"].images, cfg.dataset.in_channels, cfg.dataset.image_size)
     log.info(
         "%s: %d clients, train/val/test %d/%d/%d samples",
         cfg.dataset.name,

@@ -56,6 +56,18 @@ def test_a_client_refuses_another_partitions_model(data_root: Path) -> None:
         client.fit(*message(strategy, 3))
 
 
+def test_a_client_on_images_its_config_does_not_describe_names_the_key(data_root: Path) -> None:
+    """On a node (``flwr run``) no server has loaded the data first: the client says which key."""
+    from pfedhn.errors import ConfigError
+
+    for override, key in (
+        ("dataset.image_size=32", "dataset.image_size"),
+        ("dataset.in_channels=3", "dataset.in_channels"),
+    ):
+        with pytest.raises(ConfigError, match=f"{key}: is "):
+            PersonalizedClient(0, compose([*tiny_overrides(data_root), override]), RecordDict())
+
+
 def test_personal_head_stays_on_the_client_and_persists(data_root: Path) -> None:
     cfg, strategy = setup(data_root, "method=pfedhn_pc")
     state = RecordDict()

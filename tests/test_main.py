@@ -100,6 +100,7 @@ def test_the_ray_backend_gives_the_numbers_of_the_in_process_one(data_root: Path
             "simulation.client_gpus=0.5",
             "config error: simulation.client_gpus: GPU fractions need simulation.backend=ray",
         ),
+        ("dataset.image_size=32", "config error: dataset.image_size: is 32, but the images are 28 x 28"),
         (  # an override the run does not read (the command line's keys reach the validation)
             "simulation.client_cpus=1",
             "config error: simulation.client_cpus: only simulation.backend=ray reads it; drop it",
