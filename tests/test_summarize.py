@@ -35,7 +35,11 @@ def write_run(
     result = {
         "finished": rounds == planned,
         "config": {
-            "method": {"name": method, "strategy": {"pfedhn_pc": "pfedhn", "heurpfedla": "pfedla"}.get(method, method)},
+            "method": {
+                "name": method,
+                "strategy": {"pfedhn_pc": "pfedhn", "heurpfedla": "pfedla"}.get(method, method),
+                **({"personal_head": method == "pfedhn_pc"} if method.startswith("pfedhn") else {}),
+            },
             "dataset": {"name": "cifar10"},
             "num_clients": 2,
             "seed": seed,
@@ -273,6 +277,15 @@ def test_pfedla_with_local_layers_is_heurpfedla_s_row() -> None:
     as_preset = row_key({"method": {"name": "heurpfedla", "strategy": "pfedla", "local_layers": 1}})
     assert as_preset == row_key({"method": {"name": "pfedla", "strategy": "pfedla", "local_layers": 1}})
     assert as_preset == "heurpfedla_k1"
+
+
+def test_pfedhn_with_a_personal_head_is_pfedhn_pc_s_row() -> None:
+    from pfedhn.methods import row_key
+
+    as_preset = {"name": "pfedhn_pc", "strategy": "pfedhn", "personal_head": True, "sizes": None}
+    assert row_key({"method": as_preset}) == row_key({"method": {**as_preset, "name": "pfedhn"}}) == "pfedhn_pc"
+    assert row_key({"method": {**as_preset, "personal_head": False}}) == "pfedhn"
+    assert row_key({"method": {**as_preset, "sizes": [8, 16]}}) == "pfedhn_pc_sizes_8_16"
 
 
 def write_sized_pair(runs: Path, twin_counts: list[int]) -> None:

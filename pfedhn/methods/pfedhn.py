@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from pfedhn import config
 from pfedhn.checks import Checks, boolean, non_negative, non_negative_int, positive, positive_int
 from pfedhn.hypernetwork import HyperNetwork, make_hypernetwork_optimizer, step_toward_trained
-from pfedhn.method import Method, MethodSpec, PaperValue, TableRows, by_name
+from pfedhn.method import Method, MethodSpec, PaperValue, TableRows
 from pfedhn.methods.pfedhn_report import NOVEL, SIZES, novel_lr
 from pfedhn.model import HEAD_PREFIX, ModelSpec, head_names, make_head, parameter_shapes
 from pfedhn.protocol import ClientModel, ClientSide, Keeping
@@ -265,9 +265,11 @@ def _sized_label(key: str) -> tuple[int, str] | None:
 
 
 def row_key(cfg: Mapping[str, Any]) -> str:
-    """``pfedhn`` / ``pfedhn_pc``, and ``_sizes_8_16_32`` for several target sizes."""
+    """``pfedhn`` / ``pfedhn_pc`` by what the run did (``method.personal_head``, whichever
+    preset it started from), and ``_sizes_8_16_32`` for several target sizes."""
     sizes = cfg["method"].get("sizes")
-    return by_name(cfg) + (f"_sizes_{'_'.join(str(k) for k in sizes)}" if sizes else "")
+    base = "pfedhn_pc" if cfg["method"].get("personal_head") else "pfedhn"
+    return base + (f"_sizes_{'_'.join(str(k) for k in sizes)}" if sizes else "")
 
 
 LABELS = {"pfedhn": "pFedHN", "pfedhn_pc": "pFedHN-PC"}
