@@ -27,12 +27,10 @@ def validate(cfg: DictConfig, given: Collection[str] = ()) -> None:
         raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
     if cfg.method.strategy not in METHODS:
         raise ConfigError("method.strategy", f"unknown {cfg.method.strategy!r}; choose one of {sorted(METHODS)}")
-    checks = dict(config.CHECKS, **METHODS[cfg.method.strategy].checks(cfg))
-    for key, (ok, expected) in checks.items():
-        value = OmegaConf.select(cfg, key, throw_on_missing=True)
-        if not ok(value):
-            raise ConfigError(key, f"must be {expected}, got {value!r}")
-    check_method_keys(cfg, checks)
+    apply_checks(cfg, config.CHECKS)  # first: a method's checks may read generic keys (its target's layers)
+    method_checks = METHODS[cfg.method.strategy].checks(cfg)
+    apply_checks(cfg, method_checks)
+    check_method_keys(cfg, method_checks)
     check_given_keys(cfg, given)
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
@@ -49,6 +47,14 @@ def validate(cfg: DictConfig, given: Collection[str] = ()) -> None:
     for key in ("dataset.mean", "dataset.std"):
         if len(OmegaConf.select(cfg, key)) != cfg.dataset.in_channels:
             raise ConfigError(key, f"needs one value per channel ({cfg.dataset.in_channels})")
+
+
+def apply_checks(cfg: DictConfig, checks: Checks) -> None:
+    """Raise ``ConfigError`` on the first key of ``checks`` whose value fails its test."""
+    for key, (ok, expected) in checks.items():
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        if not ok(value):
+            raise ConfigError(key, f"must be {expected}, got {value!r}")
 
 
 def check_method_keys(cfg: DictConfig, checks: Checks) -> None:

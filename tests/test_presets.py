@@ -122,6 +122,7 @@ def test_only_per_fedavg_steps_without_momentum_and_the_command_line_wins(method
         (["simulation.flower_log_level=LOUD"], "simulation.flower_log_level: must be one of DEBUG"),
         (["dataset.prob_high=high"], "dataset.prob_high: must be a positive number"),
         (["dataset.classes_per_client=11"], "dataset.classes_per_client: 11 classes per client, but the dataset"),
+        (["method=pfedla", "model.n_kernels=a"], "model.n_kernels: must be a positive integer, got 'a'"),
     ],
 )
 def test_a_bad_value_is_refused_by_name_before_any_data_is_read(overrides: list[str], message: str) -> None:
