@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from pfedhn.dataset import normalize
 
@@ -64,6 +65,17 @@ def whole_steps(batches: list[torch.Tensor], per_step: int) -> list[torch.Tensor
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # normalized float images (b, C, H, W), labels (b,)
+
+
+def loss_and_gradient(
+    model: nn.Module, weights: Mapping[str, torch.Tensor], batch: Batch
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """Cross-entropy of ``model`` with ``weights`` on ``batch`` and its gradient (name → tensor)."""
+    leaves = {name: w.detach().requires_grad_() for name, w in weights.items()}
+    images, labels = batch
+    loss = F.cross_entropy(functional_call(model, leaves, (images,)), labels)
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return loss.item(), dict(zip(leaves, grads))
 
 
 class LocalObjective:

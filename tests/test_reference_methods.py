@@ -19,8 +19,8 @@ from pfedhn.client_app import ADAPT_STREAM, TRAIN_STREAM, PersonalizedClient
 from pfedhn.client_store import STORE
 from pfedhn.config import compose, model_spec, normalization
 from pfedhn.dataset import normalize
+from pfedhn.global_average import GlobalAverage, initial_weights
 from pfedhn.methods import build_strategy
-from pfedhn.methods.fedavg import GlobalAverage, initial_weights
 from pfedhn.methods.perfedavg import PerFedAvgObjective
 from pfedhn.methods.pfedme import PFedMeObjective
 from pfedhn.model import TargetCNN

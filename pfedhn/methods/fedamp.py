@@ -28,8 +28,8 @@ from torch import nn
 from pfedhn import config
 from pfedhn.aggregation import StoredModels, arrays
 from pfedhn.checks import positive
+from pfedhn.global_average import initial_weights
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
-from pfedhn.methods.fedavg import initial_weights
 from pfedhn.protocol import ClientModel, ClientSide
 from pfedhn.report import Label, Run, Section, dataset_label, pair_weight_means, plot_pair_weights
 from pfedhn.schedule import Schedule

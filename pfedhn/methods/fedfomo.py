@@ -29,8 +29,8 @@ from torch import nn
 from pfedhn import config
 from pfedhn.aggregation import StoredModels, arrays
 from pfedhn.checks import non_negative, positive_int
+from pfedhn.global_average import initial_weights
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
-from pfedhn.methods.fedavg import initial_weights
 from pfedhn.protocol import ClientModel, ClientSide
 from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, Normalization, evaluate_splits

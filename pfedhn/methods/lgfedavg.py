@@ -13,8 +13,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pfedhn import config
+from pfedhn.global_average import GlobalAverage, build_global_average, kept_from_initial_side
 from pfedhn.method import MethodSpec, TableRows, by_name
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average, kept_from_initial_side
 from pfedhn.model import head_names
 from pfedhn.schedule import Schedule
 

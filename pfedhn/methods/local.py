@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from pfedhn.global_average import GlobalAverage, build_global_average, kept_from_initial_side
 from pfedhn.method import MethodSpec, TableRows, by_name
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average, kept_from_initial_side
 from pfedhn.schedule import Schedule
 
 

@@ -17,28 +17,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.func import functional_call
 
 from pfedhn.checks import positive
+from pfedhn.global_average import average_everything
 from pfedhn.method import MethodSpec, TableRows
-from pfedhn.methods import fedavg
 from pfedhn.protocol import Adaptation, ClientSide
-from pfedhn.train import Batch, LocalObjective
+from pfedhn.train import Batch, LocalObjective, loss_and_gradient
 
 Weights = dict[str, torch.Tensor]
 VARIANTS = ("fo", "hf")
-
-
-def loss_and_gradient(model: nn.Module, weights: Weights, batch: Batch) -> tuple[float, Weights]:
-    """Cross-entropy of ``model`` with ``weights`` on ``batch`` and its gradient (name → tensor)."""
-    leaves = {name: w.detach().requires_grad_() for name, w in weights.items()}
-    images, labels = batch
-    loss = F.cross_entropy(functional_call(model, leaves, (images,)), labels)
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    return loss.item(), dict(zip(leaves, grads))
 
 
 class PerFedAvgObjective(LocalObjective):
@@ -111,7 +100,7 @@ def row_key(cfg: Any) -> str:
 
 
 SPEC = MethodSpec(
-    build=fedavg.build,  # FedAvg's server: the whole model is averaged
+    build=average_everything,  # FedAvg's server
     checks=lambda cfg: {
         "method.variant": (lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
         "method.alpha": (positive, "a positive number"),

@@ -17,12 +17,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pfedhn.checks import non_negative, positive, positive_int
+from pfedhn.global_average import GlobalAverage, build_global_average, initial_weights
 from pfedhn.method import MethodSpec, TableRows, by_name
-from pfedhn.methods.fedavg import GlobalAverage, build_global_average, initial_weights
-from pfedhn.methods.perfedavg import loss_and_gradient
 from pfedhn.protocol import ClientSide, Keeping
 from pfedhn.schedule import Schedule
-from pfedhn.train import Batch, LocalObjective
+from pfedhn.train import Batch, LocalObjective, loss_and_gradient
 
 PERSONAL_PREFIX = "personal."  # store entries holding θ_i
 # the client SGD keys its own updates replace (η, η_p, μ, no clipping)
