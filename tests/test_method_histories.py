@@ -45,6 +45,8 @@ VARIANTS: dict[str, list[str]] = {  # name -> overrides beyond tiny_overrides(nu
     "perfedavg_fo": ["method=perfedavg", "clients_per_round=2"],
     "perfedavg_hf": ["method=perfedavg", "clients_per_round=2", "method.variant=hf"],
     "pfedme": ["method=pfedme", "clients_per_round=2"],
+    "fedamp": ["method=fedamp", "clients_per_round=2"],
+    "fedfomo": ["method=fedfomo", "clients_per_round=6"],  # with 2 a round, no candidate improves here: Local
 }
 
 
