@@ -7,7 +7,6 @@ bad config or missing files), then runs the Flower simulation and writes
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -23,52 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from pfedhn import config, provenance, validation
 from pfedhn.checkpoint import FILENAME as CHECKPOINT_FILE
-from pfedhn.checkpoint import Checkpoint
 from pfedhn.client_app import make_client_app
-from pfedhn.dataset import check_image_shape, load_federated
-from pfedhn.errors import ConfigError, PFedHNError
-from pfedhn.methods import build_strategy, novel_phase_keys, total_rounds
-from pfedhn.migration import migrate
+from pfedhn.dataset import FederatedData, check_image_shape, load_federated
+from pfedhn.errors import PFedHNError
+from pfedhn.methods import build_strategy
 from pfedhn.results import RunHistory
+from pfedhn.resume import check_same_data, start_of
 from pfedhn.server_app import make_server_app
 from pfedhn.simulation import choose_backend, simulate
+from pfedhn.strategy import FederatedStrategy
 
 log = logging.getLogger("pfedhn")
-
-
-def load_checkpoint(run_dir: Path) -> Checkpoint:
-    """The run's checkpoint, its config in today's key layout (``pfedhn.migration``)."""
-    path = run_dir / CHECKPOINT_FILE
-    if not path.is_file():
-        raise ConfigError("resume", f"no {CHECKPOINT_FILE} in {run_dir}; resume takes a run directory")
-    checkpoint = Checkpoint.load(path)
-    checkpoint.config = migrate(checkpoint.config)
-    return checkpoint
-
-
-def finished_in(run_dir: Path, cfg: DictConfig) -> bool:
-    """Whether ``run_dir`` holds a finished run of ``cfg`` (a ``ConfigError`` if it holds another run)."""
-    path = run_dir / "results.json"
-    if not path.is_file():
-        return False
-    saved = json.loads(path.read_text())
-    then = migrate(saved["config"])
-    # rounds done: all if finished, else at least its last evaluation's (its checkpoint may say more)
-    done = total_rounds(then) if saved["finished"] else max((e["round"] for e in saved["history"]), default=0)
-    config.check_resumable(cfg, then, at_round=done, novel_phase_keys=novel_phase_keys(cfg))
-    return bool(saved["finished"]) and done == total_rounds(cfg)
-
-
-def check_same_data(checkpoint: Checkpoint, fingerprint: str | None, root: str) -> None:
-    """Refuse to resume on data that gives the clients other samples (another copy of the
-    dataset under ``dataset.root``); checkpoints from before fingerprints pass."""
-    saved = checkpoint.history.get("data_fingerprint")
-    if saved is not None and saved != fingerprint:
-        raise ConfigError(
-            "dataset.root",
-            f"the data in {root} gives the clients other samples than the run being resumed had "
-            "(another copy of the dataset?); resume with the data it used",
-        )
 
 
 def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Collection[str] = ()) -> RunHistory | None:
@@ -83,34 +47,16 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Coll
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
     validation.validate(cfg, given)
     config.resolve_threads(cfg, concurrent_runs)
-    if cfg.resume is not None:
-        output_dir = Path(to_absolute_path(cfg.resume))
-    elif finished_in(output_dir, cfg):
+    start = start_of(cfg, output_dir)
+    if start is None:
         log.info("%s holds this run, finished: skipped", output_dir)
         return None
-    checkpoint = None
-    if cfg.resume is not None or (output_dir / CHECKPOINT_FILE).is_file():
-        checkpoint = load_checkpoint(output_dir)
-        added = config.check_resumable(
-            cfg, checkpoint.config, at_round=checkpoint.round, novel_phase_keys=novel_phase_keys(cfg)
-        )
-        if added:
-            log.info("resumed run predates these keys, used at their values now: %s", ", ".join(added))
+    output_dir, checkpoint = start.run_dir, start.checkpoint
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)
     backend = choose_backend(cfg.simulation.backend)
     in_process = backend == "inprocess"
     torch.set_num_threads(cfg.simulation.threads if in_process else cfg.simulation.server_threads)
-    data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
-    check_image_shape(data.splits["test"].images, cfg.dataset.in_channels, cfg.dataset.image_size)
-    log.info(
-        "%s: %d clients, train/val/test %d/%d/%d samples",
-        cfg.dataset.name,
-        cfg.num_clients,
-        *(sum(len(i) for i in data.client_indices[s]) for s in ("train", "val", "test")),
-    )
-    if not in_process:
-        load_federated.cache_clear()  # the Ray actor loads its own copy; free this one
-
+    data = load_data(cfg, keep=in_process)
     # no attribute named `classes` in this module: joblib's cloudpickle, pickling it by value
     # for a worker, would take the name for the submodule torch.classes, which cannot be pickled
     history = RunHistory(
@@ -134,6 +80,38 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Coll
         log.info("resuming %s after round %d", output_dir, checkpoint.round)
     history.provenance.append({**provenance.record(strategy.start_round), "backend": backend})
     log.info("%r on %s", strategy, config.device(cfg))
+    simulate_to_the_end(cfg, strategy, backend)
+    history.write(results_path, finished=True)
+    best = history.best
+    log.info(
+        "test accuracy %.4f at best-validation round %d (%.0f s) -> %s",
+        best.test.accuracy,
+        best.round,
+        time.time() - history.started,
+        results_path,
+    )
+    return history
+
+
+def load_data(cfg: DictConfig, keep: bool) -> FederatedData:
+    """The run's data, partitioned, its images checked against the config; ``keep``: leave
+    it in this process's cache (the in-process backend's clients index it)."""
+    data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
+    check_image_shape(data.splits["test"].images, cfg.dataset.in_channels, cfg.dataset.image_size)
+    log.info(
+        "%s: %d clients, train/val/test %d/%d/%d samples",
+        cfg.dataset.name,
+        cfg.num_clients,
+        *(sum(len(i) for i in data.client_indices[s]) for s in ("train", "val", "test")),
+    )
+    if not keep:
+        load_federated.cache_clear()  # the Ray actors load their own copies; free this one
+    return data
+
+
+def simulate_to_the_end(cfg: DictConfig, strategy: FederatedStrategy, backend: str) -> None:
+    """Run the Flower simulation of ``strategy`` on ``backend`` through its last round; a stop
+    by the fault policy is a ``PFedHNError`` saying how to continue."""
     try:
         simulate(
             server_app=make_server_app(cfg, strategy),
@@ -156,16 +134,6 @@ def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Coll
         raise PFedHNError(f"stopped: {strategy.stop_reason}; continue from the last checkpoint with resume=<run dir>")
     if strategy.last_round != strategy.num_rounds:
         raise RuntimeError("the simulation ended before its last round; see the log above")
-    history.write(results_path, finished=True)
-    best = history.best
-    log.info(
-        "test accuracy %.4f at best-validation round %d (%.0f s) -> %s",
-        best.test.accuracy,
-        best.round,
-        time.time() - history.started,
-        results_path,
-    )
-    return history
 
 
 def launcher_jobs(launcher: DictConfig) -> int:

@@ -77,14 +77,12 @@ def check_method_keys(cfg: DictConfig, checks: Checks) -> None:
 def check_given_keys(cfg: DictConfig, given: Collection[str]) -> None:
     """Raise ``ConfigError`` on a key of ``given`` that the run does not read: one its method
     leaves unread (``MethodSpec.unread_keys``), ``client.inner_steps`` when rounds are
-    ``client.epochs``, Ray's resources on the in-process backend. A preset may still set
-    them (``+experiment=...`` sets client SGD for every method it is used with)."""
+    ``client.epochs``. A preset may still set them (``+experiment=...`` sets client SGD for
+    every method it is used with). Ray's resources stay allowed in process: a sweep over
+    ``simulation.backend`` gives them to both."""
     unread = {key: f"method {cfg.method.name} does not read it" for key in unread_keys(cfg)}
     if cfg.client.epochs is not None:
         unread["client.inner_steps"] = "a round is client.epochs passes over the data, not steps"
-    if cfg.simulation.backend == "inprocess":
-        for key in ("simulation.client_cpus", "simulation.server_threads"):
-            unread[key] = "only simulation.backend=ray reads it"
     for key in given:
         if key in unread:
             raise ConfigError(key, f"{unread[key]}; drop it")

@@ -101,14 +101,11 @@ def test_the_ray_backend_gives_the_numbers_of_the_in_process_one(data_root: Path
             "config error: simulation.client_gpus: GPU fractions need simulation.backend=ray",
         ),
         ("dataset.image_size=32", "config error: dataset.image_size: is 32, but the images are 28 x 28"),
-        (  # an override the run does not read (the command line's keys reach the validation)
-            "simulation.client_cpus=1",
-            "config error: simulation.client_cpus: only simulation.backend=ray reads it; drop it",
-        ),
+        ("method=pfedme client.lr=0.5", "config error: client.lr: method pfedme does not read it; drop it"),
     ],
 )
 def test_bad_config_stops_with_one_line(data_root: Path, tmp_path: Path, override: str, message: str) -> None:
-    done = run_main(tiny_overrides(data_root) + [override], tmp_path)
+    done = run_main(tiny_overrides(data_root) + override.split(), tmp_path)
     assert done.returncode == 2
     assert message in done.stderr + done.stdout
     assert "Traceback" not in done.stderr

@@ -58,7 +58,6 @@ def test_a_preset_key_the_method_does_not_read_is_refused_by_name(method: str) -
         (["method=pfedme", "client.grad_clip=5"], "client.grad_clip: method pfedme does not read it"),
         (["method.sizes=[8,16]", "model.n_kernels=32"], "model.n_kernels: method pfedhn does not read it"),
         (["client.epochs=2", "client.inner_steps=10"], "client.inner_steps: a round is client.epochs passes"),
-        (["simulation.client_cpus=1"], "simulation.client_cpus: only simulation.backend=ray reads it"),
         (["+experiment=pfedla_cifar10", "client.inner_steps=10"], "client.inner_steps: a round is client.epochs"),
     ],
 )
@@ -77,7 +76,6 @@ def test_an_override_the_run_does_not_read_is_refused_by_name(overrides: list[st
         ["client.lr=0.5", "client.grad_clip=5"],
         ["model.n_kernels=32"],
         ["client.inner_steps=10"],
-        ["simulation.backend=ray", "simulation.client_cpus=1"],
         ["+experiment=pfedla_cifar10", "method=pfedme", "~method.server", "client.epochs=2"],  # a queued row
     ],
 )
