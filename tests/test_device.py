@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,17 @@ def test_the_slurm_launcher_preset_composes() -> None:
     assert cfg.hydra.sweep.dir == "multirun/table1"  # fixed cell directories: a requeued job resumes
 
 
-def test_threads_auto_uses_the_cores_this_process_may_run_on() -> None:
-    cfg = compose(["simulation.threads=auto"])
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_threads_auto_uses_the_cores_this_process_may_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job allowed 3 of the node's cores (SLURM, taskset) gets 3 threads, shared among its runs."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6})
+    for concurrent_runs, threads in ((1, 3), (2, 1), (5, 1)):
+        cfg = compose(["simulation.threads=auto"])
+        config.resolve_threads(cfg, concurrent_runs)
+        assert cfg.simulation.threads == threads
+    cfg = compose(["simulation.threads=2"])
     config.resolve_threads(cfg, concurrent_runs=1)
-    assert cfg.simulation.threads == config.available_cores()
+    assert cfg.simulation.threads == 2
 
 
 @pytest.mark.gpu
@@ -69,7 +77,7 @@ def test_a_run_on_the_gpu_matches_the_cpu_run(data_root: Path, tmp_path: Path, m
         done = run_pfedhn([*args, f"hydra.run.dir={run_dir}"])
         assert done.returncode == 0, done.stderr[-3000:]
         results[device] = json.loads((run_dir / "results.json").read_text())
-    for cpu, gpu in zip(results["cpu"]["history"], results["cuda"]["history"]):
+    for cpu, gpu in zip(results["cpu"]["history"], results["cuda"]["history"], strict=True):
         assert gpu["test"]["accuracy"] == pytest.approx(cpu["test"]["accuracy"], abs=0.05)
 
 
