@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,17 +36,20 @@ from pfedhn.strategy import FederatedStrategy
 log = logging.getLogger("pfedhn")
 
 
-def run(cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Collection[str] = ()) -> RunHistory | None:
+def run(
+    cfg: DictConfig, output_dir: Path, concurrent_runs: int = 1, given: Collection[str] = (), sweep: bool = False
+) -> RunHistory | None:
     """Run the experiment of a composed config; return its history (also in ``results.json``).
 
     The same command can be given again in the same directory (a sweep's cells
     have fixed ones): a finished run there is skipped (returns None) and an
     unfinished one continues from its last checkpoint, as with ``resume``.
     ``concurrent_runs``: how many runs share the machine (``simulation.threads=auto``);
-    ``given``: the keys set on the command line (a key the run does not read is refused).
+    ``given``: the keys set on the command line (one the run does not read is refused, or in a
+    ``sweep``'s cell, where the others read it, warned about).
     """
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
-    validation.validate(cfg, given)
+    validation.validate(cfg, given, sweep)
     config.resolve_threads(cfg, concurrent_runs)
     start = start_of(cfg, output_dir)
     if start is None:
@@ -149,7 +153,8 @@ def main(cfg: DictConfig) -> None:
     try:
         hydra_cfg = HydraConfig.get()
         given = config.given_keys(hydra_cfg.overrides.task)
-        run(cfg, Path(hydra_cfg.runtime.output_dir), launcher_jobs(hydra_cfg.launcher), given)
+        sweep = hydra_cfg.mode == RunMode.MULTIRUN
+        run(cfg, Path(hydra_cfg.runtime.output_dir), launcher_jobs(hydra_cfg.launcher), given, sweep)
     except PFedHNError as error:
         log.error("%s", error)
         sys.exit(2)

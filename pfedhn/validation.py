@@ -7,6 +7,7 @@ or any process is started.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any
 
@@ -19,10 +20,13 @@ from pfedhn.errors import ConfigError
 from pfedhn.methods import METHODS, unread_keys
 from pfedhn.utils import flatten
 
+log = logging.getLogger("pfedhn")
 
-def validate(cfg: DictConfig, given: Collection[str] = ()) -> None:
+
+def validate(cfg: DictConfig, given: Collection[str] = (), sweep: bool = False) -> None:
     """Raise ``ConfigError`` on the first invalid key of a composed config; ``given``: the
-    keys its overrides set (``config.given_keys``), each of which the run must read."""
+    keys its overrides set (``config.given_keys``), each of which the run must read unless it
+    is a cell of a ``sweep`` (``check_given_keys``)."""
     if cfg.dataset.name not in LOADERS:
         raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
     if cfg.method.strategy not in METHODS:
@@ -31,7 +35,7 @@ def validate(cfg: DictConfig, given: Collection[str] = ()) -> None:
     method_checks = METHODS[cfg.method.strategy].checks(cfg)
     apply_checks(cfg, method_checks)
     check_method_keys(cfg, method_checks)
-    check_given_keys(cfg, given)
+    check_given_keys(cfg, given, sweep)
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
     config.device(cfg)  # an unavailable device fails here, before any data is loaded
@@ -74,18 +78,20 @@ def check_method_keys(cfg: DictConfig, checks: Checks) -> None:
             )
 
 
-def check_given_keys(cfg: DictConfig, given: Collection[str]) -> None:
+def check_given_keys(cfg: DictConfig, given: Collection[str], sweep: bool) -> None:
     """Raise ``ConfigError`` on a key of ``given`` that the run does not read: one its method
     leaves unread (``MethodSpec.unread_keys``), ``client.inner_steps`` when rounds are
-    ``client.epochs``. A preset may still set them (``+experiment=...`` sets client SGD for
-    every method it is used with). Ray's resources stay allowed in process: a sweep over
-    ``simulation.backend`` gives them to both."""
+    ``client.epochs``. In a ``sweep`` such a key is one the other cells read (``method=fedavg,pfedme
+    client.lr=0.05``): a warning says this cell leaves it unread. A preset may set them
+    (``+experiment=...`` sets client SGD for every method it is used with). Ray's resources stay
+    allowed in process, as a sweep over ``simulation.backend`` gives them to both."""
     unread = {key: f"method {cfg.method.name} does not read it" for key in unread_keys(cfg)}
     if cfg.client.epochs is not None:
         unread["client.inner_steps"] = "a round is client.epochs passes over the data, not steps"
-    for key in given:
-        if key in unread:
+    for key in sorted(set(given) & set(unread)):
+        if not sweep:
             raise ConfigError(key, f"{unread[key]}; drop it")
+        log.warning("%s: %s; this cell of the sweep runs without it", key, unread[key])
 
 
 def from_run_config(run_config: dict[str, Any]) -> DictConfig:

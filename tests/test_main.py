@@ -57,6 +57,25 @@ def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_p
         assert record["commit"] == git_state()[0] and record["torch_threads"] == os.cpu_count()  # threads=auto
 
 
+def test_a_sweep_cell_that_does_not_read_a_given_key_runs_and_says_so(data_root: Path, tmp_path: Path) -> None:
+    """A single run is refused the key (test_bad_config_stops_with_one_line); a sweep's cell runs."""
+    args = [
+        "--multirun",
+        *tiny_overrides(data_root),
+        "method=fedavg,pfedme",
+        "client.lr=0.05",
+        "num_rounds=2",
+        "clients_per_round=2",
+    ]
+    done = run_pfedhn([*args, f"hydra.sweep.dir={tmp_path}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (
+        "client.lr: method pfedme does not read it; this cell of the sweep runs without it" in done.stdout + done.stderr
+    )
+    for method in ("fedavg", "pfedme"):
+        assert json.loads((tmp_path / f"{method}_mnist_n4_s42" / "results.json").read_text())["finished"] is True
+
+
 def test_the_same_command_gives_the_same_numbers(data_root: Path, tmp_path: Path) -> None:
     args = tiny_overrides(data_root, dataset="cifar10") + ["num_rounds=3", "eval_every=1"]
     runs = []

@@ -67,7 +67,8 @@ def test_sizes_are_refused_by_methods_with_one_size(data_root: Path) -> None:
 
 
 def test_a_multi_size_run_reports_each_size(data_root: Path, tmp_path: Path) -> None:
-    args = tiny_overrides(data_root, num_clients=6) + ["method.sizes=[2,4]", "num_rounds=4", "eval_every=3"]
+    tiny = [arg for arg in tiny_overrides(data_root, num_clients=6) if not arg.startswith("model.n_kernels=")]
+    args = tiny + ["method.sizes=[2,4]", "num_rounds=4", "eval_every=3"]  # the sizes replace n_kernels
     done = run_pfedhn([*args, f"hydra.run.dir={tmp_path / 'run'}"])
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "results.json").read_text())
