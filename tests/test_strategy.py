@@ -156,6 +156,15 @@ def test_the_novel_phase_has_its_own_embedding_rate(data_root: Path, novel_lr: s
     assert strategy.method.optimizer.param_groups[0]["lr"] == 0.01  # the training phase's is untouched
 
 
+def test_a_pfedhn_with_novel_rounds_and_no_novel_optimizer_is_refused_when_built(data_root: Path) -> None:
+    from pfedhn.methods.pfedhn import PFedHN
+
+    cfg = compose(tiny_overrides(data_root, num_clients=6) + ["method.novel.clients=2", "method.novel.rounds=3"])
+    method = build_strategy(cfg, progress=False).method
+    with pytest.raises(ValueError, match="novel-client rounds needs a novel_optimizer"):
+        PFedHN(method.hypernetwork, method.optimizer, method.schedule)
+
+
 class RegisteringOnRequest(SimpleClientManager):
     """Flower's ServerApp compat layer: the SuperNodes are registered when the manager is asked
     for them (``num_available``, ``all``, ``sample``), else only by a loop every 5 s."""
