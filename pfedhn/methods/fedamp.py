@@ -15,7 +15,6 @@ stored models take part (the paper is cross-silo: every client every round); α 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,8 +29,8 @@ from pfedhn.aggregation import StoredModels, arrays
 from pfedhn.checks import positive
 from pfedhn.global_average import initial_weights
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
+from pfedhn.methods.fedamp_report import ATTENTION
 from pfedhn.protocol import ClientModel, ClientSide
-from pfedhn.report import Label, Run, Section, dataset_label, pair_weight_means, plot_pair_weights
 from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, LocalObjective
 
@@ -154,42 +153,6 @@ def proximal_objective(cfg: DictConfig, model: nn.Module) -> ProximalObjective:
     return ProximalObjective(model, cfg.method.lamda / cfg.method.alpha)
 
 
-def reporting_attention(found: list[Run], tabled: list[Run]) -> list[Run]:
-    """The runs of the accuracy tables that report ξ (``method_report["attention"]``)."""
-    return [r for r in tabled if r.result.get("method_report", {}).get("attention")]
-
-
-def attention_table(runs: list[Run], tabled: list[Run], label: Label) -> str:
-    """Per run: its σ and the mean ξ of a client on itself, on class-sharing clients, on the others."""
-    lines = [
-        "| method | dataset, clients | rounds | σ | ξ on itself | ξ on clients sharing a class | ξ on the others |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for run in runs:
-        own, share, none = pair_weight_means(np.array(run.result["method_report"]["attention"]), run)
-        lines.append(
-            f"| {label(run.method)} | {dataset_label(run.dataset)}, {run.clients} | {run.rounds_done} "
-            f"| {run.result['config']['method']['sigma']:g} | {own:.3f} | {share:.3f} | {none:.3f} |"
-        )
-    return "\n".join(lines)
-
-
-def plot_attention(run: Run, tabled: list[Run], label: Label, static: Path) -> Path:
-    """ξ (row i: the weights of the model client i starts from) beside the shared-class counts."""
-    attention = np.array(run.result["method_report"]["attention"])
-    path = static / f"attention_{run.path.parent.name}.png"  # one per run
-    return plot_pair_weights(run, attention, "ξ", "attention ξ over whole models", label, path)
-
-
-ATTENTION = Section(
-    select=reporting_attention,
-    caption=(
-        "FedAMP's attention weights ξ over whole models at the end of the run (from the models the server "
-        "stores then; row i: the weights of the model client i starts from), against the classes clients share:"
-    ),
-    table=attention_table,
-    plot=plot_attention,
-)
 SPEC = MethodSpec(
     build=build,
     checks=lambda cfg: {
