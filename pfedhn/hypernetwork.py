@@ -27,8 +27,10 @@ class HyperNetwork(nn.Module):
         Rows of the embedding table.
     embed_dim : int
         Embedding size; the paper uses ``int(1 + num_clients / 4)``.
-    hidden_dim : int (default: 100)
-    n_hidden : int (default: 3)
+    hidden_dim : int
+        Width of the MLP's layers (``method.hypernetwork.hidden_dim``).
+    n_hidden : int
+        Hidden ReLU + Linear blocks after the first Linear (``method.hypernetwork.n_hidden``).
     """
 
     def __init__(
@@ -36,8 +38,8 @@ class HyperNetwork(nn.Module):
         shapes: Mapping[str, torch.Size],
         num_clients: int,
         embed_dim: int,
-        hidden_dim: int = 100,
-        n_hidden: int = 3,
+        hidden_dim: int,
+        n_hidden: int,
     ) -> None:
         super().__init__()
         self.shapes = dict(shapes)
@@ -157,9 +159,7 @@ class LayerWeights(nn.Module):
     into aggregation weights.
     """
 
-    def __init__(
-        self, num_layers: int, num_clients: int, embed_dim: int = 100, hidden_dim: int = 100, n_hidden: int = 3
-    ) -> None:
+    def __init__(self, num_layers: int, num_clients: int, embed_dim: int, hidden_dim: int, n_hidden: int) -> None:
         super().__init__()
         self.embedding = nn.Parameter(torch.randn(embed_dim))  # nn.Embedding's N(0, 1)
         layers: list[nn.Module] = []

@@ -104,7 +104,7 @@ def test_embedding_learning_rate_is_its_own_group() -> None:
 
 
 def test_generating_several_clients_at_once_equals_one_at_a_time() -> None:
-    hnet = HyperNetwork(parameter_shapes(SPEC), num_clients=7, embed_dim=3, hidden_dim=16)
+    hnet = HyperNetwork(parameter_shapes(SPEC), num_clients=7, embed_dim=3, hidden_dim=16, n_hidden=3)
     with torch.no_grad():
         together = hnet.generate([5, 0, 3])
         for client, generated in zip([5, 0, 3], together):

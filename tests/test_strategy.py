@@ -162,7 +162,7 @@ def test_a_pfedhn_with_novel_rounds_and_no_novel_optimizer_is_refused_when_built
     cfg = compose(tiny_overrides(data_root, num_clients=6) + ["method.novel.clients=2", "method.novel.rounds=3"])
     method = build_strategy(cfg, progress=False).method
     with pytest.raises(ValueError, match="novel-client rounds needs a novel_optimizer"):
-        PFedHN(method.hypernetwork, method.optimizer, method.schedule)
+        PFedHN(method.hypernetwork, method.optimizer, method.schedule, grad_clip=50.0)
 
 
 class RegisteringOnRequest(SimpleClientManager):

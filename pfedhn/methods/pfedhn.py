@@ -45,7 +45,7 @@ class PFedHN(Method):
         hypernetwork: HyperNetwork,
         optimizer: torch.optim.Optimizer,
         schedule: Schedule,
-        grad_clip: float = 50.0,
+        grad_clip: float,
         novel_optimizer: torch.optim.Optimizer | None = None,
         kept: tuple[str, ...] = (),
         prefixes: list[str] | None = None,
