@@ -74,7 +74,7 @@ def _target(spec: ModelSpec, channels_last: bool, device: torch.device) -> Targe
 _ON_DEVICE: dict[tuple[int, int, str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-ClientData = FederatedData | CachedClient  # anything with ``client_split(client, split)``
+ClientData = FederatedData | CachedClient  # anything with ``client_split(client, split)`` and ``image_shape()``
 
 
 def _client_split(
@@ -147,8 +147,7 @@ class PersonalizedClient(NumPyClient):
         self.data = (
             setup.data if setup.data is not None else load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
         )
-        images, _ = self.data.client_split(partition_id, "test")
-        check_image_shape(images, cfg.dataset.in_channels, cfg.dataset.image_size)
+        check_image_shape(self.data.image_shape(), cfg.dataset.in_channels, cfg.dataset.image_size)
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         """Its partition id, its node's number of partitions (if it knows it) and the names of its

@@ -99,6 +99,10 @@ class FederatedData:
                 digest.update(self.splits[split].labels[index].numpy().astype(np.int64).tobytes())
         return digest.hexdigest()
 
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of every image."""
+        return tuple(self.splits["train"].images.shape[1:])
+
     def client_split(self, client: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` of one client's split: uint8 (n, C, H, W) and int64 (n,)."""
         index = self.client_indices[split][client]
@@ -365,11 +369,11 @@ def load_federated(settings: DataSettings, num_classes: int) -> FederatedData:
     return partition(settings, train, test, num_classes)
 
 
-def check_image_shape(images: torch.Tensor, in_channels: int, image_size: int) -> None:
+def check_image_shape(shape: tuple[int, ...], in_channels: int, image_size: int) -> None:
     """Raise ``ConfigError`` naming ``dataset.in_channels`` or ``dataset.image_size`` if the
-    images (N, C, H, W) a run loaded are not what its config says (the target is built from
-    the config: a mismatch would otherwise surface as a shape error inside every fit)."""
-    channels, height, width = images.shape[1:]
+    images a run loaded, (C, H, W) ``shape``, are not what its config says (the target is built
+    from the config: a mismatch would otherwise surface as a shape error inside every fit)."""
+    channels, height, width = shape
     if channels != in_channels:
         raise ConfigError("dataset.in_channels", f"is {in_channels}, but the images have {channels} channels")
     if (height, width) != (image_size, image_size):

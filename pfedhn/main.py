@@ -45,11 +45,12 @@ def run(
     have fixed ones): a finished run there is skipped (returns None) and an
     unfinished one continues from its last checkpoint, as with ``resume``.
     ``concurrent_runs``: how many runs share the machine (``simulation.threads=auto``);
-    ``given``: the keys set on the command line (one the run does not read is refused, or in a
-    ``sweep``'s cell, where the others read it, warned about).
+    ``given``: the keys set on the command line; one its method leaves unread is refused, but
+    only warned about in a ``sweep``'s cell (its siblings may read it) or on resuming.
     """
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
-    validation.validate(cfg, given, sweep)
+    resuming = cfg.resume is not None or any((output_dir / f).is_file() for f in (CHECKPOINT_FILE, "results.json"))
+    validation.validate(cfg, given, refuse_unread=not (sweep or resuming))
     config.resolve_threads(cfg, concurrent_runs)
     start = start_of(cfg, output_dir)
     if start is None:
@@ -101,7 +102,7 @@ def load_data(cfg: DictConfig, keep: bool) -> FederatedData:
     """The run's data, partitioned, its images checked against the config; ``keep``: leave
     it in this process's cache (the in-process backend's clients index it)."""
     data = load_federated(config.data_settings(cfg), cfg.dataset.num_classes)
-    check_image_shape(data.splits["test"].images, cfg.dataset.in_channels, cfg.dataset.image_size)
+    check_image_shape(data.image_shape(), cfg.dataset.in_channels, cfg.dataset.image_size)
     log.info(
         "%s: %d clients, train/val/test %d/%d/%d samples",
         cfg.dataset.name,

@@ -170,11 +170,11 @@ class MethodSpec:
     moved_keys : tuple[str, ...] (default: ())
         Keys that older configs held at the top level and this method now reads under
         ``method.`` (``pfedhn.migration``).
-    unread_keys : Callable[[Mapping], tuple[str, ...]] (default: none)
+    unread_keys : Callable[[Mapping], tuple[str, ...]] (default: ``reads_every_generic_key``, none)
         The generic keys it does not read under a config (e.g. the client SGD keys that its
-        paper's own updates replace). An override of one is refused
-        (``pfedhn.validation.check_given_keys``); they keep their values in a run's config,
-        and results tables show "–" for the client SGD ones.
+        paper's own updates replace). An override of one is refused in a single run, warned
+        about in a sweep's cell (``pfedhn.validation.check_given_keys``); they keep their values
+        in a run's config, and results tables show "–" for the client SGD ones.
     novel_phase_keys : tuple[str, ...] (default: ())
         Keys of its novel-client phase, which a resumed run may change while it has not begun
         that phase (``config.check_resumable``): a seen phase alone, copied, can be continued

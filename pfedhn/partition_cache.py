@@ -35,6 +35,10 @@ class CachedClient:
     partition: int
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of every image."""
+        return tuple(self.splits["train"][0].shape[1:])
+
     def client_split(self, client: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)``: uint8 (n, C, H, W) and int64 (n,)."""
         if client != self.partition:

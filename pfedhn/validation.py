@@ -23,10 +23,10 @@ from pfedhn.utils import flatten
 log = logging.getLogger("pfedhn")
 
 
-def validate(cfg: DictConfig, given: Collection[str] = (), sweep: bool = False) -> None:
+def validate(cfg: DictConfig, given: Collection[str] = (), refuse_unread: bool = True) -> None:
     """Raise ``ConfigError`` on the first invalid key of a composed config; ``given``: the
-    keys its overrides set (``config.given_keys``), each of which the run must read unless it
-    is a cell of a ``sweep`` (``check_given_keys``)."""
+    keys its overrides set (``config.given_keys``), of which those the run leaves unread are
+    refused, or only warned about without ``refuse_unread`` (``check_given_keys``)."""
     if cfg.dataset.name not in LOADERS:
         raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
     if cfg.method.strategy not in METHODS:
@@ -35,7 +35,7 @@ def validate(cfg: DictConfig, given: Collection[str] = (), sweep: bool = False) 
     method_checks = METHODS[cfg.method.strategy].checks(cfg)
     apply_checks(cfg, method_checks)
     check_method_keys(cfg, method_checks)
-    check_given_keys(cfg, given, sweep)
+    check_given_keys(cfg, given, refuse_unread)
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
     config.device(cfg)  # an unavailable device fails here, before any data is loaded
@@ -78,20 +78,21 @@ def check_method_keys(cfg: DictConfig, checks: Checks) -> None:
             )
 
 
-def check_given_keys(cfg: DictConfig, given: Collection[str], sweep: bool) -> None:
-    """Raise ``ConfigError`` on a key of ``given`` that the run does not read: one its method
-    leaves unread (``MethodSpec.unread_keys``), ``client.inner_steps`` when rounds are
-    ``client.epochs``. In a ``sweep`` such a key is one the other cells read (``method=fedavg,pfedme
-    client.lr=0.05``): a warning says this cell leaves it unread. A preset may set them
-    (``+experiment=...`` sets client SGD for every method it is used with). Ray's resources stay
-    allowed in process, as a sweep over ``simulation.backend`` gives them to both."""
+def check_given_keys(cfg: DictConfig, given: Collection[str], refuse: bool) -> None:
+    """Raise ``ConfigError`` (``refuse``) or warn on a key of ``given`` that the run leaves
+    unread: one its method declares unread (``MethodSpec.unread_keys``), ``client.inner_steps``
+    when rounds are ``client.epochs``. Callers warn in a sweep's cell, whose siblings may read
+    the key (``method=fedavg,pfedme client.lr=0.05``), and on resuming a run that was given it
+    (``config.check_resumable`` holds it at its value). A preset may set such keys
+    (``+experiment=...`` sets client SGD for every method it is used with); Ray's resources
+    are not checked (a sweep over ``simulation.backend`` gives them to both backends)."""
     unread = {key: f"method {cfg.method.name} does not read it" for key in unread_keys(cfg)}
     if cfg.client.epochs is not None:
         unread["client.inner_steps"] = "a round is client.epochs passes over the data, not steps"
     for key in sorted(set(given) & set(unread)):
-        if not sweep:
+        if refuse:
             raise ConfigError(key, f"{unread[key]}; drop it")
-        log.warning("%s: %s; this cell of the sweep runs without it", key, unread[key])
+        log.warning("%s: %s; the run goes on without it", key, unread[key])
 
 
 def from_run_config(run_config: dict[str, Any]) -> DictConfig:

@@ -216,3 +216,20 @@ def test_a_run_from_before_a_key_existed_resumes_and_is_told_which_keys_are_new(
     saved["seed"] = 7
     with pytest.raises(ConfigError, match="seed: is 42 but the run being resumed used 7"):
         check_resumable(cfg, saved, at_round=1)
+
+
+def test_a_run_given_a_key_it_leaves_unread_before_that_was_refused_still_resumes(
+    data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refusing the key would leave no way back: dropping it changes the config being resumed."""
+    from pfedhn.errors import ConfigError
+
+    args = tiny_overrides(data_root) + ["method=pfedme", "client.lr=0.05", "clients_per_round=2", "eval_every=2"]
+    given = {"client.lr"}
+    pfedhn_main.run(compose(args + ["num_rounds=2"]), tmp_path)  # as runs started before the rule
+    with pytest.raises(ConfigError, match="client.lr: method pfedme does not read it"):
+        pfedhn_main.run(compose(args + ["num_rounds=4"]), tmp_path / "fresh", given=given)
+    with caplog.at_level(logging.WARNING, logger="pfedhn"):
+        resumed = pfedhn_main.run(compose(args + ["num_rounds=4"]), tmp_path, given=given)
+    assert resumed is not None and resumed.evaluations[-1].round == 4
+    assert "client.lr: method pfedme does not read it; the run goes on without it" in caplog.text

@@ -50,7 +50,7 @@ class PFedHN(Method):
         kept: tuple[str, ...] = (),
         prefixes: list[str] | None = None,
     ) -> None:
-        if schedule.novel_rounds and novel_optimizer is None:
+        if schedule.novel_from <= schedule.num_rounds and novel_optimizer is None:
             raise ValueError("a schedule with novel-client rounds needs a novel_optimizer")
         self.hypernetwork, self.optimizer, self.novel_optimizer = hypernetwork, optimizer, novel_optimizer
         self.schedule, self.grad_clip, self.kept, self.prefixes = schedule, grad_clip, kept, prefixes
@@ -90,8 +90,8 @@ class PFedHN(Method):
             c: {self._prefix(c) + n: torch.from_numpy(a).to(self.device) for n, a in arrays.items()}
             for c, arrays in updates.items()
         }
-        novel = self.schedule.is_novel_round(server_round)  # then a novel_optimizer exists (__init__)
-        optimizer = self.novel_optimizer if novel and self.novel_optimizer is not None else self.optimizer
+        novel = self.schedule.is_novel_round(server_round)
+        optimizer = self.novel_optimizer if novel else self.optimizer  # one exists then (__init__)
         norm, _ = step_toward_trained(optimizer, self._generate, deltas, self.grad_clip)
         return {"hypernetwork_grad_norm": norm}
 
