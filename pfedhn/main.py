@@ -49,13 +49,13 @@ def run(
     only warned about in a ``sweep``'s cell (its siblings may read it) or on resuming.
     """
     cfg.dataset.root = to_absolute_path(cfg.dataset.root)
-    resuming = cfg.resume is not None or any((output_dir / f).is_file() for f in (CHECKPOINT_FILE, "results.json"))
-    validation.validate(cfg, given, refuse_unread=not (sweep or resuming))
+    validation.validate(cfg)
     config.resolve_threads(cfg, concurrent_runs)
     start = start_of(cfg, output_dir)
     if start is None:
         log.info("%s holds this run, finished: skipped", output_dir)
         return None
+    validation.check_given_keys(cfg, given, refuse=not sweep and start.checkpoint is None)
     output_dir, checkpoint = start.run_dir, start.checkpoint
     logging.getLogger("flwr").setLevel(cfg.simulation.flower_log_level)
     backend = choose_backend(cfg.simulation.backend)

@@ -23,10 +23,10 @@ from pfedhn.utils import flatten
 log = logging.getLogger("pfedhn")
 
 
-def validate(cfg: DictConfig, given: Collection[str] = (), refuse_unread: bool = True) -> None:
+def validate(cfg: DictConfig, given: Collection[str] = ()) -> None:
     """Raise ``ConfigError`` on the first invalid key of a composed config; ``given``: the
     keys its overrides set (``config.given_keys``), of which those the run leaves unread are
-    refused, or only warned about without ``refuse_unread`` (``check_given_keys``)."""
+    refused (``check_given_keys``)."""
     if cfg.dataset.name not in LOADERS:
         raise ConfigError("dataset.name", f"unknown dataset {cfg.dataset.name!r}; choose one of {sorted(LOADERS)}")
     if cfg.method.strategy not in METHODS:
@@ -35,7 +35,7 @@ def validate(cfg: DictConfig, given: Collection[str] = (), refuse_unread: bool =
     method_checks = METHODS[cfg.method.strategy].checks(cfg)
     apply_checks(cfg, method_checks)
     check_method_keys(cfg, method_checks)
-    check_given_keys(cfg, given, refuse_unread)
+    check_given_keys(cfg, given, refuse=True)
     if cfg.clients_per_round > cfg.num_clients:
         raise ConfigError("clients_per_round", f"{cfg.clients_per_round} exceeds num_clients={cfg.num_clients}")
     config.device(cfg)  # an unavailable device fails here, before any data is loaded

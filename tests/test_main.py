@@ -118,7 +118,10 @@ def test_the_ray_backend_gives_the_numbers_of_the_in_process_one(data_root: Path
             "config error: simulation.client_gpus: GPU fractions need simulation.backend=ray",
         ),
         ("dataset.image_size=32", "config error: dataset.image_size: is 32, but the images are 28 x 28"),
-        ("method=pfedme client.lr=0.5", "config error: client.lr: method pfedme does not read it; drop it"),
+        (
+            "method=pfedme clients_per_round=2 client.lr=0.5",
+            "config error: client.lr: method pfedme does not read it; drop it",
+        ),
     ],
 )
 def test_bad_config_stops_with_one_line(data_root: Path, tmp_path: Path, override: str, message: str) -> None:

@@ -74,7 +74,7 @@ def test_in_a_sweep_an_override_a_cell_does_not_read_is_a_warning(caplog: pytest
     """``method=fedavg,pfedme client.lr=0.05``: FedAvg's cell reads it, pFedMe's runs and says it does not."""
     overrides = ["method=pfedme", "client.lr=0.05"]
     with caplog.at_level("WARNING", logger="pfedhn"):
-        validation.validate(config.compose(overrides), config.given_keys(overrides), refuse_unread=False)
+        validation.check_given_keys(config.compose(overrides), config.given_keys(overrides), refuse=False)
     assert "client.lr: method pfedme does not read it; the run goes on without it" in caplog.text
 
 
