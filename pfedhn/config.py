@@ -191,11 +191,19 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def given_keys(overrides: Sequence[str]) -> set[str]:
     """What Hydra ``overrides`` set: config keys (``client.lr`` of ``client.lr=0.5`` or
-    ``+client.lr=0.5``) and config groups (``method`` of ``method=pfedme``); not deletions."""
+    ``+client.lr=0.5``; ``client.lr`` and ``client.epochs`` of ``client={lr:0.5,epochs:2}``)
+    and config groups (``method`` of ``method=pfedme``); not deletions."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return {o.key_or_group for o in parsed if not o.is_delete()}
+    return {key for o in parsed if not o.is_delete() for key in _leaf_keys(o.key_or_group, o.value())}
+
+
+def _leaf_keys(key: str, value: Any) -> set[str]:
+    """``key`` itself, or for a mapping the dotted keys of its leaves (``{}`` is ``key``)."""
+    if isinstance(value, dict) and value:
+        return {leaf for sub, nested in value.items() for leaf in _leaf_keys(f"{key}.{sub}", nested)}
+    return {key}
 
 
 def compose(overrides: list[str]) -> DictConfig:

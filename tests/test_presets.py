@@ -96,6 +96,19 @@ def test_given_keys_are_the_keys_and_groups_overrides_set() -> None:
         ["method=pfedme", "+experiment=pfedla_cifar10", "client.lr=0.5", "~method.server", "++seed=3"]
     )
     assert given == {"method", "experiment", "client.lr", "seed"}
+    assert config.given_keys(["client={lr:0.5,optimizer:{name:sgd}}", "model={}"]) == {
+        "client.lr",
+        "client.optimizer.name",
+        "model",
+    }
+
+
+def test_an_unread_key_given_inside_a_mapping_is_refused_by_name() -> None:
+    from pfedhn.errors import ConfigError
+
+    overrides = ["method=pfedme", "client={lr:0.5}"]
+    with pytest.raises(ConfigError, match="client.lr: method pfedme does not read it"):
+        validation.validate(config.compose(overrides), config.given_keys(overrides))
 
 
 @pytest.mark.parametrize("method", ["pfedla", "fedper", "local"])
