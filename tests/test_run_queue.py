@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -106,20 +105,23 @@ def test_status_tells_a_stopped_run_from_one_a_worker_holds(tmp_path: Path) -> N
 
 
 def test_a_running_job_says_how_long_it_has_left_at_its_process_pace() -> None:
-    """Resumed at round 10 of 100, this process took 30 min for rounds 11-40: 60 rounds more take 60 min."""
+    """The pace is read between the current process's evaluations, not from its start (which
+    counted the rounds since the last evaluation as undone: 199 min left for 40 real)."""
     spec = importlib.util.spec_from_file_location("queue_status", STATUS)  # a script, not a package module
     queue_status = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(queue_status)
     time_left = queue_status.time_left
 
     result = {
-        "history": [{"round": 1}, {"round": 40}],
-        "provenance": [{"from_round": 0, "started": "2026-12-05T09:00:00+00:00"},
-                       {"from_round": 10, "started": "2026-12-05T10:00:00+00:00"}],
-    }  # fmt: skip
-    assert time_left(result, 100, datetime(2026, 12, 5, 10, 30, tzinfo=UTC)) == "  about 60 min left"
-    assert time_left({**result, "provenance": []}, 100, datetime.now(UTC)) == ""
-    assert time_left({**result, "history": [{"round": 10}]}, 100, datetime.now(UTC)) == ""
+        "history": [{"round": 1}, {"round": 6}, {"round": 11}, {"round": 16}],
+        "eval_wall_time_s": [10.0, 610.0, 1300.0, 1600.0],
+        "provenance": [{"from_round": 0}, {"from_round": 10}],
+    }  # resumed after round 10: its pace is that of rounds 11-16, 60 s a round
+    assert time_left(result, 100, since_written=120) == "  about 82 min left"  # 84 rounds, 2 min of them gone
+    assert time_left(result, 100, since_written=10**6) == "  about 0 min left"
+    once = {**result, "provenance": [{"from_round": 0}, {"from_round": 12}]}  # one evaluation since the resume
+    assert time_left(once, 100, since_written=0) == "  about 140 min left"  # the whole run's 100 s a round
+    assert time_left({**result, "history": [], "eval_wall_time_s": []}, 100, since_written=0) == ""
 
 
 def test_a_job_landed_in_the_checkout_is_not_run_again_in_an_empty_runs_dir(tmp_path: Path) -> None:

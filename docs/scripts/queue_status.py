@@ -8,7 +8,7 @@ dir of ``$LANDED_RUNS``, a ``:``-separated list: run_queue.sh skips them all),
 ``running`` (a worker holds its lock), ``stopped`` (a results.json from a checkpoint: the
 queue resumes it from there) or ``waiting`` (not begun). Rounds are the last evaluated one of
 the run's schedule; accuracy is the pooled test accuracy at the best validation so far; a
-running job adds the minutes it has left at its process's pace so far (``time_left``).
+running job adds the minutes it has left at its pace between evaluations (``time_left``).
 """
 
 from __future__ import annotations
@@ -47,17 +47,22 @@ def lock_is_held(lock: Path) -> bool:
     return False
 
 
-def time_left(result: dict[str, Any], total: int, now: datetime) -> str:
-    """ "about N min left" for a run whose current process (its last ``provenance`` record:
-    ``started``, ``from_round``) has evaluated up to its last round, at that process's pace;
-    "" without such a record or before its first evaluation."""
-    records = result.get("provenance") or [{}]
-    started, first = records[-1].get("started"), records[-1].get("from_round", 0)
-    done = result["history"][-1]["round"] - first if result["history"] else 0
-    if started is None or done <= 0:
+def time_left(result: dict[str, Any], total: int, since_written: float) -> str:
+    """ "about N min left" for a run at its pace: seconds a round between the evaluations of its
+    current process (those after the last ``provenance`` record's ``from_round``; over the whole
+    run while that process has evaluated fewer than twice), from ``eval_wall_time_s`` (the run's
+    wall time at each evaluation), less the ``since_written`` seconds since its last evaluation
+    wrote ``results.json``; "" before its first evaluation."""
+    rounds, walls = [h["round"] for h in result["history"]], result.get("eval_wall_time_s") or []
+    if not rounds or len(walls) != len(rounds) or rounds[-1] <= 0:
         return ""
-    seconds = (now - datetime.fromisoformat(started)).total_seconds()
-    return f"  about {seconds / done * (total - first - done) / 60:.0f} min left"
+    first = (result.get("provenance") or [{}])[-1].get("from_round", 0)
+    current = [i for i, r in enumerate(rounds) if r > first]
+    if len(current) >= 2:
+        pace = (walls[current[-1]] - walls[current[0]]) / (rounds[current[-1]] - rounds[current[0]])
+    else:
+        pace = walls[-1] / rounds[-1]
+    return f"  about {max(pace * (total - rounds[-1]) - since_written, 0) / 60:.0f} min left"
 
 
 def job_status(runs_dir: Path, name: str, now: datetime) -> str:
@@ -76,7 +81,8 @@ def job_status(runs_dir: Path, name: str, now: datetime) -> str:
     line = f"{name}  {state}  round {last}/{total}"
     if result.get("test_accuracy") is not None:
         line += f"  test {100 * result['test_accuracy']:.2f} % (best validation at round {result['best_val_round']})"
-    return line + (time_left(result, total, now) if state == "running" else "")
+    since_written = now.timestamp() - results_file.stat().st_mtime
+    return line + (time_left(result, total, since_written) if state == "running" else "")
 
 
 def main(argv: list[str]) -> None:
