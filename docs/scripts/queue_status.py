@@ -81,8 +81,9 @@ def job_status(runs_dir: Path, name: str, now: datetime) -> str:
     line = f"{name}  {state}  round {last}/{total}"
     if result.get("test_accuracy") is not None:
         line += f"  test {100 * result['test_accuracy']:.2f} % (best validation at round {result['best_val_round']})"
-    since_written = now.timestamp() - results_file.stat().st_mtime
-    return line + (time_left(result, total, since_written) if state == "running" else "")
+    if state != "running":
+        return line
+    return line + time_left(result, total, since_written=now.timestamp() - results_file.stat().st_mtime)
 
 
 def main(argv: list[str]) -> None:
