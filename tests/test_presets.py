@@ -42,13 +42,74 @@ def test_table1_presets_sweep_the_papers_grid_at_its_protocol(preset: str, grid:
 
 @pytest.mark.parametrize("method", ["local", "fedavg", "pfedme"])
 def test_a_preset_key_the_method_does_not_read_is_refused_by_name(method: str) -> None:
+    """A preset (here the command line's ``+``, as a preset would) may not hand a method a key it leaves unread."""
     from pfedhn.errors import ConfigError
 
-    cfg = config.compose(["+experiment=pfedla_cifar10", f"method={method}"])
+    cfg = config.compose(["+experiment=pfedla_cifar10", f"method={method}", "+method.server.lr=0.25"])
     refused = rf"method.server.lr: method {method} does not read it; drop it \(~method.server\)"
     with pytest.raises(ConfigError, match=refused):
         validation.validate(cfg)
-    validation.validate(config.compose(["+experiment=pfedla_cifar10", f"method={method}", "~method.server"]))
+    validation.validate(config.compose(["+experiment=pfedla_cifar10", f"method={method}"]))
+
+
+SETTING_ROWS = {
+    "local", "fedavg", "fedavg_ft", "fedper", "lgfedavg", "perfedavg", "pfedme", "pfedhn", "pfedhn_pc", "fedfomo",
+    "pfedla", "heurpfedla",
+}  # fmt: skip
+
+
+def queued_setting_jobs() -> dict[str, list[str]]:
+    """docs/scripts/queue.txt's pFedLA-setting jobs at seed 42: name → overrides (data root dropped)."""
+    jobs = {}
+    for line in (config.CONF_DIR.parent / "docs" / "scripts" / "queue.txt").read_text().splitlines():
+        name, *overrides = line.split() or [""]
+        if name.startswith("pfedla_setting_"):
+            jobs[name] = [o for o in overrides if not o.startswith("dataset.root=")]
+    return jobs
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_each_setting_row_is_the_config_its_queued_run_ran(dataset: str) -> None:
+    """``+pfedla_<dataset>=<row>`` (what ``glob(*)`` sweeps) composes exactly the config of the queue's
+    job for that row (``pfedla_setting_<dataset>_<row>_s42``; pFedLA's and HeurpFedLA's jobs carry the
+    rate or the release in their names), so the sweep reproduces the table's runs."""
+    group = config.CONF_DIR / f"pfedla_{dataset}"
+    assert {path.stem for path in group.glob("*.yaml")} == SETTING_ROWS
+    jobs = queued_setting_jobs()
+    suffix = {"pfedla": "_lr0.25", "heurpfedla": "_released"}
+    for row in sorted(SETTING_ROWS):
+        cfg = config.compose([f"+pfedla_{dataset}={row}"])
+        validation.validate(cfg)
+        queued = config.compose(jobs[f"pfedla_setting_{dataset}_{row}{suffix.get(row, '')}_s42"])
+        assert cfg == queued, row
+        assert cfg.dataset.classes_per_client == {"cifar10": 4, "cifar100": 12}[dataset]
+        epochs = cfg.num_rounds * cfg.clients_per_round * cfg.client.epochs
+        assert epochs == 10_000 or (row == "pfedme" and epochs == 2_000), row  # pFedMe: 6 gradients a batch
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_the_documented_setting_sweep_runs_every_row(dataset: str) -> None:
+    """``--multirun '+pfedla_<dataset>=glob(*)'`` (conf/experiment/pfedla_<dataset>.yaml's command)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(config.CONF_DIR)))
+    command = (config.CONF_DIR / "experiment" / f"pfedla_{dataset}.yaml").read_text()
+    assert f"--multirun '+pfedla_{dataset}=glob(*)'" in command
+    sweep = OverridesParser.create(config_loader=loader).parse_overrides([f"+pfedla_{dataset}=glob(*)"])[0]
+    assert set(sweep.sweep_string_iterator()) == SETTING_ROWS
+
+
+def test_the_setting_sweep_gives_every_row_its_own_directory() -> None:
+    """FedAvg and FedAvg+FT are both method fedavg: the default subdir would put them in one directory,
+    where the second would resume (or skip) the first."""
+    subdirs = set()
+    for row in SETTING_ROWS:
+        with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=[f"+pfedla_cifar10={row}"], return_hydra_config=True)
+        subdirs.add(cfg.hydra.sweep.subdir)
+    assert len(subdirs) == len(SETTING_ROWS)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +145,7 @@ def test_in_a_sweep_an_override_a_cell_does_not_read_is_a_warning(caplog: pytest
         ["client.lr=0.5", "client.grad_clip=5"],
         ["model.n_kernels=32"],
         ["client.inner_steps=10"],
-        ["+experiment=pfedla_cifar10", "method=pfedme", "~method.server", "client.epochs=2"],  # a queued row
+        ["+experiment=pfedla_cifar10", "method=pfedme", "client.epochs=2"],  # a queued row
     ],
 )
 def test_the_same_overrides_pass_where_the_run_reads_them(overrides: list[str]) -> None:

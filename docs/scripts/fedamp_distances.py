@@ -1,7 +1,7 @@
 """FedAMP's σ against the distances it sees: squared distances between the clients' stored models
 in a FedAMP checkpoint, and the weight ξ each other client gets at several σ.
 
-    python -m pfedhn.main +experiment=pfedla_cifar10 method=fedamp '~method.server' num_rounds=2 \\
+    python -m pfedhn.main +experiment=pfedla_cifar10 method=fedamp num_rounds=2 \\
         eval_every=2 checkpoint_every=1 dataset.root=<data root> hydra.run.dir=<run dir>
     python docs/scripts/fedamp_distances.py <run dir>/checkpoint.pt --sigmas 1 10 100 1000
 
