@@ -57,6 +57,20 @@ def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_p
         assert record["commit"] == git_state()[0] and record["torch_threads"] == os.cpu_count()  # threads=auto
 
 
+def test_the_pfedla_setting_sweep_runs_rows_in_directories_of_their_own(data_root: Path, tmp_path: Path) -> None:
+    """``--multirun '+pfedla_cifar10=glob(...)'``: FedAvg and FedAvg+FT (both method fedavg) each run, in
+    a directory of its own (with the default subdir the second would have found the first finished)."""
+    tiny = ["dataset.download=false", "dataset.val_size=100", "client.batch_size=8", "model.n_kernels=2"]
+    args = ["--multirun", "+pfedla_cifar10=glob(fedavg*)", f"dataset.root={data_root}", *tiny]
+    done = run_pfedhn([*args, "progress=false", "num_rounds=1", "client.epochs=1", "++method.finetune_steps=2"]
+                      + [f"hydra.sweep.dir={tmp_path}"])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("fedavg", "fedavg_ft"):  # the fine-tuning's 1000 steps cut to 2 for both, to keep this short
+        run_dir = tmp_path / f"{row}_cifar10_n10_s42"
+        assert json.loads((run_dir / "results.json").read_text())["finished"] is True
+        assert f"+pfedla_cifar10={row}" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
 def test_a_sweep_cell_that_does_not_read_a_given_key_runs_and_says_so(data_root: Path, tmp_path: Path) -> None:
     """A single run is refused the key (test_bad_config_stops_with_one_line); a sweep's cell runs."""
     args = [
