@@ -94,13 +94,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_overrides(data_root: Path, dataset: str = "mnist", num_clients: int = 4) -> list[str]:
     """Overrides for a run that takes seconds on the tiny data."""
+    return [f"dataset={dataset}", f"num_clients={num_clients}", "client.inner_steps=3", *tiny_data(data_root)]
+
+
+def tiny_data(data_root: Path) -> list[str]:
+    """The tiny data and target alone, for a run whose dataset, clients and rounds a preset sets."""
     return [
-        f"dataset={dataset}",
         f"dataset.root={data_root}",
         "dataset.download=false",
         "dataset.val_size=100",
-        f"num_clients={num_clients}",
-        "client.inner_steps=3",
         "client.batch_size=8",
         "model.n_kernels=2",
         "progress=false",

@@ -15,23 +15,27 @@ from pathlib import Path
 import pytest
 
 from pfedhn.provenance import git_state
-from tests.conftest import ROOT, run_pfedhn, tiny_overrides
+from tests.conftest import ROOT, run_pfedhn, tiny_data, tiny_overrides
 
 
 def run_main(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
     return run_pfedhn([*args, f"hydra.run.dir={run_dir}"])
 
 
+def run_sweep(args: list[str], sweep_dir: Path) -> subprocess.CompletedProcess:
+    """``python -m pfedhn.main --multirun ARGS``, its cells under ``sweep_dir``."""
+    return run_pfedhn(["--multirun", *args, f"hydra.sweep.dir={sweep_dir}"])
+
+
 def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_path: Path) -> None:
     args = [
-        "--multirun",
         *tiny_overrides(data_root),
         "method=pfedhn,pfedhn_pc",
         "num_rounds=4",
         "eval_every=2",
         "clients_per_round=2",
     ]
-    done = run_pfedhn([*args, f"hydra.sweep.dir={tmp_path}"])
+    done = run_sweep(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     for method in ("pfedhn", "pfedhn_pc"):
         results = json.loads((tmp_path / f"{method}_mnist_n4_s42" / "results.json").read_text())
@@ -60,10 +64,8 @@ def test_a_sweep_over_both_methods_writes_one_result_each(data_root: Path, tmp_p
 def test_the_pfedla_setting_sweep_runs_rows_in_directories_of_their_own(data_root: Path, tmp_path: Path) -> None:
     """``--multirun '+pfedla_cifar10=glob(...)'``: FedAvg and FedAvg+FT (both method fedavg) each run, in
     a directory of its own (with the default subdir the second would have found the first finished)."""
-    tiny = ["dataset.download=false", "dataset.val_size=100", "client.batch_size=8", "model.n_kernels=2"]
-    args = ["--multirun", "+pfedla_cifar10=glob(fedavg*)", f"dataset.root={data_root}", *tiny]
-    done = run_pfedhn([*args, "progress=false", "num_rounds=1", "client.epochs=1", "++method.finetune_steps=2"]
-                      + [f"hydra.sweep.dir={tmp_path}"])  # fmt: skip
+    args = ["+pfedla_cifar10=glob(fedavg*)", *tiny_data(data_root), "num_rounds=1", "client.epochs=1"]
+    done = run_sweep([*args, "++method.finetune_steps=2"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     for row in ("fedavg", "fedavg_ft"):  # the fine-tuning's 1000 steps cut to 2 for both, to keep this short
         run_dir = tmp_path / f"{row}_cifar10_n10_s42"
@@ -73,15 +75,8 @@ def test_the_pfedla_setting_sweep_runs_rows_in_directories_of_their_own(data_roo
 
 def test_a_sweep_cell_that_does_not_read_a_given_key_runs_and_says_so(data_root: Path, tmp_path: Path) -> None:
     """A single run is refused the key (test_bad_config_stops_with_one_line); a sweep's cell runs."""
-    args = [
-        "--multirun",
-        *tiny_overrides(data_root),
-        "method=fedavg,pfedme",
-        "client.lr=0.05",
-        "num_rounds=2",
-        "clients_per_round=2",
-    ]
-    done = run_pfedhn([*args, f"hydra.sweep.dir={tmp_path}"])
+    args = [*tiny_overrides(data_root), "method=fedavg,pfedme", "client.lr=0.05", "num_rounds=2", "clients_per_round=2"]
+    done = run_sweep(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "client.lr: method pfedme does not read it; the run goes on without it" in done.stdout + done.stderr
     for method in ("fedavg", "pfedme"):
@@ -226,20 +221,18 @@ def test_one_seen_phase_continues_into_a_novel_phase_as_an_uninterrupted_run(dat
 def test_a_killed_sweep_relaunched_ends_as_an_uninterrupted_one(data_root: Path, tmp_path: Path) -> None:
     """The same multirun command, given again, resumes unfinished cells and skips finished ones."""
     args = [
-        "--multirun",
         *tiny_overrides(data_root),
         "method=pfedhn,pfedhn_pc",
         "num_rounds=12",
         "eval_every=4",
         "checkpoint_every=2",
     ]
-    whole = run_pfedhn([*args, f"hydra.sweep.dir={tmp_path / 'whole'}"])
+    whole = run_sweep(args, tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    killed = [*args, f"hydra.sweep.dir={tmp_path / 'killed'}"]
     first = tmp_path / "killed" / "pfedhn_mnist_n4_s42"
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "pfedhn.main", *killed],
+        [sys.executable, "-m", "pfedhn.main", "--multirun", *args, f"hydra.sweep.dir={tmp_path / 'killed'}"],
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -254,7 +247,7 @@ def test_a_killed_sweep_relaunched_ends_as_an_uninterrupted_one(data_root: Path,
         sweep.wait()
     assert not json.loads((first / "results.json").read_text())["finished"]
 
-    again = run_pfedhn(killed)
+    again = run_sweep(args, tmp_path / "killed")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming {first} after round" in again.stdout + again.stderr
     for cell in ("pfedhn_mnist_n4_s42", "pfedhn_pc_mnist_n4_s42"):
@@ -262,15 +255,15 @@ def test_a_killed_sweep_relaunched_ends_as_an_uninterrupted_one(data_root: Path,
         assert b["finished"] and a["history"] == b["history"], cell
     assert len(json.loads((first / "results.json").read_text())["provenance"]) == 2
 
-    once_more = run_pfedhn(killed)
+    once_more = run_sweep(args, tmp_path / "killed")
     assert once_more.returncode == 0 and (once_more.stdout + once_more.stderr).count("finished: skipped") == 2
 
 
 def test_a_sweep_on_the_joblib_launcher_runs_one_job_per_core_each_on_its_share(
     data_root: Path, tmp_path: Path
 ) -> None:
-    args = ["--multirun", *tiny_overrides(data_root), "method=pfedhn,pfedhn_pc", "num_rounds=3"]
-    done = run_pfedhn([*args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}"])
+    args = [*tiny_overrides(data_root), "method=pfedhn,pfedhn_pc", "num_rounds=3"]
+    done = run_sweep([*args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     for method in ("pfedhn", "pfedhn_pc"):
         results = json.loads((tmp_path / f"{method}_mnist_n4_s42" / "results.json").read_text())
