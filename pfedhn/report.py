@@ -156,3 +156,32 @@ def plot_pair_weights(run: Run, weights: np.ndarray, symbol: str, title: str, la
         fontsize=9,
     )
     return save_figure(fig, path)
+
+
+def pair_weights_section(
+    key: str, symbol: str, title: str, caption: str, columns: tuple[tuple[str, Callable[[Run], str]], ...] = ()
+) -> Section:
+    """The section of a method whose runs report one (clients, clients) weight matrix,
+    ``method_report[key]`` (row i: client i's weights on every client): a table row a run with
+    ``columns`` (header, a run's value) and ``pair_weight_means``, and a figure a run,
+    ``<key>_<run dir>.png`` (``plot_pair_weights``, ``title`` above the matrix)."""
+
+    def select(found: list[Run], tabled: list[Run]) -> list[Run]:
+        return [r for r in tabled if r.result.get("method_report", {}).get(key)]
+
+    def table(runs: list[Run], tabled: list[Run], label: Label) -> str:
+        headers = ["method", "dataset, clients", "rounds", *(h for h, _ in columns)]
+        headers += [f"{symbol} on itself", f"{symbol} on clients sharing a class", f"{symbol} on the others"]
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        for run in runs:
+            means = pair_weight_means(np.array(run.result["method_report"][key]), run)
+            cells = [label(run.method), f"{dataset_label(run.dataset)}, {run.clients}", str(run.rounds_done)]
+            cells += [value(run) for _, value in columns] + [f"{m:.3f}" for m in means]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def plot(run: Run, tabled: list[Run], label: Label, static: Path) -> Path:
+        weights = np.array(run.result["method_report"][key])
+        return plot_pair_weights(run, weights, symbol, title, label, static / f"{key}_{run.path.parent.name}.png")
+
+    return Section(select=select, caption=caption, table=table, plot=plot)

@@ -158,6 +158,19 @@ def test_fedamp_attention_is_summarized_against_shared_classes(tmp_path: Path) -
     assert (static / "attention_amp.png").is_file()
 
 
+def test_fedfomo_affinity_is_summarized_against_shared_classes(tmp_path: Path) -> None:
+    """FedFomo's affinity P (negative where a client's models raised another's loss) gets the same reading."""
+    runs = tmp_path / "runs"
+    affinity = [[-0.5, -4.0, -18.0], [-2.0, -0.3, -16.0], [-17.0, -15.0, -0.1]]
+    write_weighting_run(runs / "fomo", "fedfomo", {"affinity": affinity})
+    static = tmp_path / "static"
+    text = main([str(runs), "--table", str(tmp_path / "t.md"), "--static", str(static)])
+    # itself: (-0.5 - 0.3 - 0.1) / 3; sharing: -4 and -2; the others: -18, -16, -17, -15
+    assert "| FedFomo | CIFAR-10, 3 | 61 | -0.300 | -3.000 | -16.500 |" in text
+    assert "FedFomo's affinity P" in text
+    assert (static / "affinity_fomo.png").is_file()
+
+
 def test_cells_and_settings_state_the_budget_in_local_steps(tmp_path: Path) -> None:
     """Rows with another rounds × clients-per-round budget say so in local steps, and the settings
     table lists each row's budget, client optimizer (none for pFedMe, whose updates are its own)

@@ -29,8 +29,8 @@ from pfedhn.aggregation import StoredModels, arrays
 from pfedhn.checks import positive
 from pfedhn.global_average import initial_weights
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
-from pfedhn.methods.fedamp_report import ATTENTION
 from pfedhn.protocol import ClientModel, ClientSide
+from pfedhn.report import pair_weights_section
 from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, LocalObjective
 
@@ -152,6 +152,15 @@ def build(cfg: DictConfig, schedule: Schedule) -> FedAMP:
 def proximal_objective(cfg: DictConfig, model: nn.Module) -> ProximalObjective:
     return ProximalObjective(model, cfg.method.lamda / cfg.method.alpha)
 
+
+ATTENTION = pair_weights_section(
+    "attention",
+    "ξ",
+    "attention ξ over whole models",
+    "FedAMP's attention weights ξ over whole models at the end of the run (from the models the server "
+    "stores then; row i: the weights of the model client i starts from), against the classes clients share:",
+    columns=(("σ", lambda run: f"{run.result['config']['method']['sigma']:g}"),),
+)
 
 SPEC = MethodSpec(
     build=build,

@@ -32,6 +32,7 @@ from pfedhn.checks import non_negative, positive_int
 from pfedhn.global_average import initial_weights
 from pfedhn.method import Method, MethodSpec, TableRows, by_name
 from pfedhn.protocol import ClientModel, ClientSide
+from pfedhn.report import pair_weights_section
 from pfedhn.schedule import Schedule
 from pfedhn.train import Batch, Normalization, evaluate_splits
 
@@ -212,6 +213,15 @@ def build(cfg: DictConfig, schedule: Schedule) -> FedFomo:
     return FedFomo(*models, m.candidates, m.epsilon, m.epsilon_decay, cfg.seed)
 
 
+AFFINITY = pair_weights_section(
+    "affinity",
+    "P",
+    "affinity P (each weighing's w / |Σ w|, summed)",
+    "FedFomo's affinity P at the end of the run, which ranks the candidates a client is sent (row i: 0.1 "
+    "on itself at the start, plus w_n / |Σ w| each time client i weighed client j's model, negative when "
+    "that model raised i's validation loss), against the classes clients share:",
+)
+
 SPEC = MethodSpec(
     build=build,
     checks=lambda cfg: {
@@ -220,6 +230,6 @@ SPEC = MethodSpec(
         "method.epsilon_decay": (non_negative, "a non-negative number (ε's decrease per round)"),
         "method.distance": (lambda v: v in DISTANCES, f"one of {', '.join(DISTANCES)}"),
     },
-    rows=TableRows(by_name, {"fedfomo": "FedFomo"}),
+    rows=TableRows(by_name, {"fedfomo": "FedFomo"}, sections=(AFFINITY,)),
     client_side=lambda cfg: ClientSide(prepare=prepare),
 )
