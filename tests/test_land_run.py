@@ -69,3 +69,20 @@ def test_nothing_lands_if_one_run_is_unfinished_or_landed_otherwise(tmp_path: Pa
     write_run(to / "done_s1", seed=1, tests=[0.5, 0.61])
     other = land(queue / "done_s1", "--to", to)
     assert other.returncode != 0 and "exists with other contents" in other.stderr
+
+
+def test_clients_are_compared_with_other_runs_of_the_same_split(tmp_path: Path) -> None:
+    to, queue = tmp_path / "results", tmp_path / "queue"
+    write_run(queue / "new_s1", seed=1, tests=[0.5, 0.7])  # clients 60, 80 at its best round
+    write_run(to / "ref_a", seed=42, tests=[0.5, 0.75, 0.1])  # 65, 85 at its best round (2), not its last
+    write_run(to / "ref_b", seed=42, tests=[0.5, 0.65])  # 55, 75
+    done = land(queue / "new_s1", "--to", to, "--against", to / "ref_a", to / "ref_b")
+    assert done.returncode == 0, done.stderr
+    assert "; clients above / below ref_a: 0 / 2; clients above / below ref_b: 2 / 0" in done.stdout
+
+    result = json.loads((to / "ref_b" / "results.json").read_text())
+    (to / "ref_b" / "results.json").write_text(json.dumps(result | {"client_classes": [[0, 1], [2, 3]]}))
+    write_run(queue / "new_s2", seed=2, tests=[0.5, 0.7])
+    refused = land(queue / "new_s2", "--to", to, "--against", to / "ref_b")
+    assert refused.returncode != 0 and "ref_b split its clients otherwise" in refused.stderr
+    assert not (to / "new_s2").exists()

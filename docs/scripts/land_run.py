@@ -1,7 +1,7 @@
 """Land finished queue runs in ``results/``: copy each ``results.json``, print what the docs cite.
 
     python docs/scripts/land_run.py /work/grid-runs/cifar100_n50_pfedhn_pc_s2 [more run dirs] \\
-        [--to results/runs]
+        [--to results/runs] [--against results/runs/<a row of the same split> ...]
 
 Copies ``<run dir>/results.json`` to ``<to>/<run dir's name>/results.json``. Refuses a run that has
 not finished and one that landed before with other contents (a run that was chosen against goes
@@ -41,7 +41,7 @@ def deepest_fall(history: list[dict[str, Any]]) -> tuple[float, int]:
 def describe(name: str, result: dict[str, Any]) -> str:
     """One line of what the docs cite of a landed run."""
     best_round = result["best_val_round"]
-    clients = 100 * np.array(evaluation_at(result, best_round)["test"]["client_accuracy"])
+    clients = client_accuracy(result)
     fall, fall_round = deepest_fall(result["history"])
     commits = ", ".join(f"{p['from_round']} → {p['commit'][:7]}" for p in result["provenance"])
     last_test = 100 * result["history"][-1]["test"]["accuracy"]
@@ -51,6 +51,20 @@ def describe(name: str, result: dict[str, Any]) -> str:
         f"clients {clients.min():.1f}–{clients.max():.1f}; deepest fall {fall:.2f} points (round {fall_round}); "
         f"wall {result['wall_time_s'] / 60:.1f} min; commits {commits}"
     )
+
+
+def client_accuracy(result: dict[str, Any]) -> np.ndarray:
+    """(clients,): each client's test accuracy (%) at the run's best-validation round."""
+    return 100 * np.array(evaluation_at(result, result["best_val_round"])["test"]["client_accuracy"])
+
+
+def clients_against(result: dict[str, Any], other: dict[str, Any], other_name: str) -> str:
+    """"clients above / below <other_name>: a / b", comparing client by client at each run's
+    best-validation round. Raises ValueError if the two runs' clients hold other classes."""
+    if result.get("client_classes") != other.get("client_classes"):
+        raise ValueError(f"{other_name} split its clients otherwise")
+    ours, theirs = client_accuracy(result), client_accuracy(other)
+    return f"clients above / below {other_name}: {int((ours > theirs).sum())} / {int((ours < theirs).sum())}"
 
 
 def landable(run_dir: Path, to: Path) -> dict[str, Any]:
@@ -85,15 +99,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--to", type=Path, default=Path("results/runs"))
+    parser.add_argument("--against", nargs="+", type=Path, default=[], help="run dirs to compare clients with")
     args = parser.parse_args(argv)
+    others = {d.name: json.loads((d / "results.json").read_text()) for d in args.against}
     try:
         results = {run_dir: landable(run_dir, args.to) for run_dir in args.run_dirs}
+        comparisons = {
+            run_dir: [clients_against(result, other, name) for name, other in others.items()]
+            for run_dir, result in results.items()
+        }
     except ValueError as error:
         parser.error(f"nothing landed: {error}")
     for run_dir, result in results.items():
         (args.to / run_dir.name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "results.json", args.to / run_dir.name / "results.json")
-        print(describe(run_dir.name, result))
+        print("; ".join([describe(run_dir.name, result), *comparisons[run_dir]]))
     print("\n".join(cell_lines(args.to, args.run_dirs)))
 
 
