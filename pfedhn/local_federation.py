@@ -52,6 +52,21 @@ def flower_env(home: Path) -> dict[str, str]:
     }
 
 
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    """Return once 127.0.0.1:``port`` accepts connections; raise RuntimeError naming ``log`` if
+    ``process`` (the server that should listen there) exits first or ``timeout`` seconds pass.
+    (A fixed pause was too short on a loaded machine: ``flwr run`` then found no SuperLink.)"""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    state = f"exited with {process.returncode}" if process.poll() is not None else f"not listening after {timeout:g} s"
+    raise RuntimeError(f"the SuperLink on port {port} {state}; its log: {log}")
+
+
 @contextmanager
 def local_federation(home: Path, nodes: int, logs: Path) -> Iterator[dict[str, str]]:
     """Start a SuperLink and ``nodes`` SuperNodes; yield the env for ``flwr``; stop them all."""
@@ -74,7 +89,7 @@ def local_federation(home: Path, nodes: int, logs: Path) -> Iterator[dict[str, s
     try:
         start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(link),
               "--disable-runtime-dependency-installation")  # fmt: skip
-        time.sleep(3)
+        wait_for_port(link, processes[0], logs / "superlink.log")
         for i in range(nodes):
             start(f"supernode-{i}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}",
                   "--port", str(free_port()), "--node-config", f"partition-id={i} num-partitions={nodes}")  # fmt: skip

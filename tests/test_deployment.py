@@ -5,12 +5,14 @@ also when the test fails; Flower installs no dependencies)."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pfedhn.local_federation import flwr_run, local_federation
+from pfedhn.local_federation import flwr_run, local_federation, wait_for_port
 from tests.conftest import ROOT
 
 
@@ -33,11 +35,28 @@ def tiny(data_root: Path, num_clients: int = 2) -> str:
     )
 
 
+def test_the_federation_waits_for_the_superlink_to_listen(tmp_path: Path) -> None:
+    """``local_federation`` starts the SuperNodes and ``flwr run`` once the SuperLink's port takes
+    connections (a fixed 3 s pause lost the race on a loaded machine), and fails naming the log
+    when the SuperLink exits instead."""
+    with socket.socket() as listening, subprocess.Popen(["sleep", "30"]) as server:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        wait_for_port(port, server, tmp_path / "superlink.log", timeout=5)
+        server.kill()
+    with subprocess.Popen(["false"]) as dead:  # the port is closed now
+        with pytest.raises(RuntimeError, match=r"exited with 1; its log: .*superlink\.log"):
+            wait_for_port(port, dead, tmp_path / "superlink.log", timeout=30)
+
+
 def test_three_rounds_of_pfedhn_through_flwr_run(federation, data_root: Path, tmp_path: Path) -> None:
     pyproject = (ROOT / "pyproject.toml").read_bytes()
     done = run(federation, tiny(data_root), tmp_path / "out")
     assert (ROOT / "pyproject.toml").read_bytes() == pyproject  # flwr run left the checkout as it was
-    (results_path,) = (tmp_path / "out").glob("run-*/results.json")  # the run config's absolute directory
+    written = list((tmp_path / "out").glob("run-*/results.json"))  # the run config's absolute directory
+    assert len(written) == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    (results_path,) = written
     results = json.loads(results_path.read_text())
     assert results["finished"], done.stdout[-3000:]
     assert [e["round"] for e in results["history"]] == [1, 3] and results["failures"] == []
