@@ -331,15 +331,12 @@ SPLIT_STREAMS: dict[str, Callable[[DataSettings, int, int], SplitStreams]] = {
 
 def partition(settings: DataSettings, train: ImageSplit, test: ImageSplit, num_classes: int) -> FederatedData:
     """Hold out validation, assign classes and split train/val/test per client, by the
-    rule ``settings.split`` (``SPLIT_STREAMS``)."""
+    rule ``settings.split`` (``SPLIT_STREAMS``). ``settings`` come validated (``pfedhn.config``:
+    ``num_clients`` positive, ``dataset.split`` a known rule); what needs the data is checked here."""
     if not 0 < settings.val_size < len(train):
         raise ConfigError(
             "dataset.val_size", f"{settings.val_size} must be in (0, {len(train)}), the training set size"
         )
-    if settings.num_clients < 1:
-        raise ConfigError("num_clients", f"must be at least 1, got {settings.num_clients}")
-    if settings.split not in SPLIT_STREAMS:
-        raise ConfigError("dataset.split", f"unknown rule {settings.split!r}; choose one of {sorted(SPLIT_STREAMS)}")
     streams = SPLIT_STREAMS[settings.split](settings, len(train), num_classes)
     splits = {"train": train.subset(streams.train_order), "val": train.subset(streams.val_order), "test": test}
     client_indices = {}
