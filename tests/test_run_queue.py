@@ -20,14 +20,21 @@ SCRIPT = ROOT / "docs" / "scripts" / "run_queue.sh"
 STATUS = ROOT / "docs" / "scripts" / "queue_status.py"
 
 
-def start_worker(jobs: Path, runs: Path, name: str, landed: Path | str | None = None) -> subprocess.Popen:
+def start_worker(
+    jobs: Path, runs: Path, name: str, landed: Path | str | None = None, threads: int | None = None
+) -> subprocess.Popen:
     """A worker of ``jobs`` in ``runs``; ``landed`` stands for the checkout's results/runs and variants
-    (``LANDED_RUNS``: one dir, or several separated by ``:``)."""
+    (``LANDED_RUNS``: one dir, or several separated by ``:``); ``threads``: its ``THREADS`` (None:
+    unset, the script's default of 1)."""
+    env = {**os.environ, "PYTHON": sys.executable, "LANDED_RUNS": str(landed or runs / "none-landed")}
+    env.pop("THREADS", None)
+    if threads is not None:
+        env["THREADS"] = str(threads)
     with open(runs / f"worker-{name}.log", "a") as log:  # the worker keeps its own copy open
         return subprocess.Popen(
             ["bash", str(SCRIPT), str(jobs), str(runs)],
             cwd=ROOT,
-            env={**os.environ, "PYTHON": sys.executable, "LANDED_RUNS": str(landed or runs / "none-landed")},
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -70,9 +77,10 @@ def test_two_workers_run_every_job_once_and_a_relaunch_runs_none(data_root: Path
     assert list(lines) == ["run0", "run1", "run2", "run3"]
     assert all(lines[f"run{i}"].startswith("finished  round 2/2  test ") for i in range(3))
     assert lines["run3"] == "waiting"
-    assert start_worker(jobs, runs, "C").wait(timeout=600) == 0
+    assert start_worker(jobs, runs, "C", threads=2).wait(timeout=600) == 0
     assert sorted(starts(runs)) == ["run0", "run1", "run2", "run3"]  # the finished ones are skipped
     assert "no job left" in (runs / "worker-C.log").read_text()
+    assert json.loads((runs / "run3" / "results.json").read_text())["config"]["simulation"]["threads"] == 2
 
 
 PFEDHN = {"method": {"name": "pfedhn", "strategy": "pfedhn"}}  # (an old layout: its novel phase at the top level)
