@@ -10,8 +10,9 @@
 # from the run's checkpoint), and goes on until no job is left. Two 1-thread workers finish
 # more runs than one 2-thread one (5000 rounds of 100 clients, 2026-12-06: 49.3 and 49.8 min
 # side by side at 1 thread, 30.4 min alone at 2: 1.23x the throughput); a worker alone (a
-# session's last run, which must end with the session) runs at THREADS=2. The file is read again after every job, so
-# jobs can be added while workers run. A file RUNS_DIR/PAUSE makes workers wait between jobs.
+# session's last run, which must end with the session) runs at THREADS=2. The file is read
+# again after every job, so jobs can be added while workers run. A file RUNS_DIR/PAUSE makes
+# workers wait between jobs (touched once a session's last job has started, none follows it).
 # Run it from a checkout kept for the workers (git worktree add --detach): edits elsewhere then
 # leave their code, and the commit their results.json records, as they were.
 # A job already landed in the checkout's results/runs/<name> or results/variants/<name> (or in
