@@ -56,6 +56,12 @@ SETTING_ROWS = {
     "local", "fedavg", "fedavg_ft", "fedper", "lgfedavg", "perfedavg", "pfedme", "pfedhn", "pfedhn_pc", "fedfomo",
     "pfedla", "heurpfedla",
 }  # fmt: skip
+FEDAMP_SIGMA = {"cifar10": 100}  # FedAMP joins a column with the σ its validation chose (the job names it)
+
+
+def setting_rows(dataset: str) -> set[str]:
+    """The row configs of ``conf/pfedla_<dataset>/``."""
+    return SETTING_ROWS | ({"fedamp"} if dataset in FEDAMP_SIGMA else set())
 
 
 def queued_setting_jobs() -> dict[str, list[str]]:
@@ -74,10 +80,10 @@ def test_each_setting_row_is_the_config_its_queued_run_ran(dataset: str) -> None
     job for that row (``pfedla_setting_<dataset>_<row>_s42``; pFedLA's and HeurpFedLA's jobs carry the
     rate or the release in their names), so the sweep reproduces the table's runs."""
     group = config.CONF_DIR / f"pfedla_{dataset}"
-    assert {path.stem for path in group.glob("*.yaml")} == SETTING_ROWS
+    assert {path.stem for path in group.glob("*.yaml")} == setting_rows(dataset)
     jobs = queued_setting_jobs()
-    suffix = {"pfedla": "_lr0.25", "heurpfedla": "_released"}
-    for row in sorted(SETTING_ROWS):
+    suffix = {"pfedla": "_lr0.25", "heurpfedla": "_released", "fedamp": f"_sigma{FEDAMP_SIGMA.get(dataset)}"}
+    for row in sorted(setting_rows(dataset)):
         cfg = config.compose([f"+pfedla_{dataset}={row}"])
         validation.validate(cfg)
         queued = config.compose(jobs[f"pfedla_setting_{dataset}_{row}{suffix.get(row, '')}_s42"])
@@ -98,18 +104,18 @@ def test_the_documented_setting_sweep_runs_every_row(dataset: str) -> None:
     command = (config.CONF_DIR / "experiment" / f"pfedla_{dataset}.yaml").read_text()
     assert f"--multirun '+pfedla_{dataset}=glob(*)'" in command
     sweep = OverridesParser.create(config_loader=loader).parse_overrides([f"+pfedla_{dataset}=glob(*)"])[0]
-    assert set(sweep.sweep_string_iterator()) == SETTING_ROWS
+    assert set(sweep.sweep_string_iterator()) == setting_rows(dataset)
 
 
 def test_the_setting_sweep_gives_every_row_its_own_directory() -> None:
     """FedAvg and FedAvg+FT are both method fedavg: the default subdir would put them in one directory,
     where the second would resume (or skip) the first."""
     subdirs = set()
-    for row in SETTING_ROWS:
+    for row in setting_rows("cifar10"):
         with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=[f"+pfedla_cifar10={row}"], return_hydra_config=True)
         subdirs.add(cfg.hydra.sweep.subdir)
-    assert len(subdirs) == len(SETTING_ROWS)
+    assert len(subdirs) == len(setting_rows("cifar10"))
 
 
 @pytest.mark.parametrize(
