@@ -78,11 +78,13 @@ def queued_setting_jobs() -> dict[str, list[str]]:
 def test_each_setting_row_is_the_config_its_queued_run_ran(dataset: str) -> None:
     """``+pfedla_<dataset>=<row>`` (what ``glob(*)`` sweeps) composes exactly the config of the queue's
     job for that row (``pfedla_setting_<dataset>_<row>_s42``; pFedLA's and HeurpFedLA's jobs carry the
-    rate or the release in their names), so the sweep reproduces the table's runs."""
+    rate or the release in their names, FedAMP's its σ), so the sweep reproduces the table's runs."""
     group = config.CONF_DIR / f"pfedla_{dataset}"
     assert {path.stem for path in group.glob("*.yaml")} == setting_rows(dataset)
     jobs = queued_setting_jobs()
-    suffix = {"pfedla": "_lr0.25", "heurpfedla": "_released", "fedamp": f"_sigma{FEDAMP_SIGMA.get(dataset)}"}
+    suffix = {"pfedla": "_lr0.25", "heurpfedla": "_released"}
+    if dataset in FEDAMP_SIGMA:
+        suffix["fedamp"] = f"_sigma{FEDAMP_SIGMA[dataset]}"
     for row in sorted(setting_rows(dataset)):
         cfg = config.compose([f"+pfedla_{dataset}={row}"])
         validation.validate(cfg)
