@@ -11,6 +11,8 @@ and its spread over j, g − mean_j g: only the spread can change the normalized
 (a push shared by every j is undone by the normalization). It then copies each client's
 hypernetwork, steps the copy once with plain SGD (no momentum) at each ``--rates`` from the
 same Δ, and records how far α_ii^l (the self-weight) moves. The real run continues at the config's rate.
+HeurpFedLA (``method.local_layers`` > 0): a client's kept and released layers are left out of both, as
+its hypernetwork update leaves them out (their gradient is 0, their count in ``left_out``).
 Prints one line per (round, layer) and writes all of it to ``--json``.
 """
 
@@ -39,9 +41,12 @@ def alpha_gradient(method, client: int, deltas: dict[str, torch.Tensor]) -> torc
     return grad
 
 
-def self_weight_moves(method, client: int, deltas: dict[str, torch.Tensor], rates: list[float]) -> dict[float, list]:
-    """Rate → per layer, α_ii^l after one ``PFedLA.hypernetwork_step`` of a copy of HN_client,
-    with plain SGD at that rate, minus before (the stored models and the method are untouched)."""
+def self_weight_moves(
+    method, client: int, deltas: dict[str, torch.Tensor], rates: list[float], skip: list[str]
+) -> dict[float, list]:
+    """Rate → per layer, α_ii^l after one ``PFedLA.hypernetwork_step`` of a copy of HN_client
+    (its layers in ``skip`` left out), with plain SGD at that rate, minus before (the stored models
+    and the method are untouched)."""
     before = method.alpha(client).detach()[:, client]
     moves = {}
     for rate in rates:
@@ -49,9 +54,24 @@ def self_weight_moves(method, client: int, deltas: dict[str, torch.Tensor], rate
         trial.weights = copy.deepcopy(method.weights)
         trial.optimizers = list(method.optimizers)
         trial.optimizers[client] = torch.optim.SGD(trial.weights[client].parameters(), lr=rate)  # the push of Δ alone
-        trial.hypernetwork_step(client, deltas, skip=[])
+        trial.hypernetwork_step(client, deltas, skip=skip)
         moves[rate] = (trial.alpha(client).detach()[:, client] - before).tolist()
     return moves
+
+
+def layer_push(
+    index: int, layer: str, grads: list[torch.Tensor], moves: list[dict], skips: dict[int, list[str]], rates: list[float]
+) -> dict:
+    """One layer's row: mean |g| and spread over the clients whose update included it (None if
+    none did), how many left it out, and the mean |Δα_ii| per rate over every client (a layer left
+    out still moves through the hypernetwork's shared trunk)."""
+    included = [g[index] for g, skip in zip(grads, skips.values()) if layer not in skip]
+    return {
+        "left_out": len(grads) - len(included),
+        "grad_mean_abs": statistics.mean(float(g.abs().mean()) for g in included) if included else None,
+        "spread_max_abs": statistics.mean(float((g - g.mean()).abs().max()) for g in included) if included else None,
+        "self_weight_move": {str(r): statistics.mean(abs(m[r][index]) for m in moves) for r in rates},
+    }
 
 
 def main() -> None:
@@ -64,41 +84,37 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = compose([*args.overrides, f"dataset.root={args.root}", "simulation.threads=1"])
-    if cfg.method.local_layers:
-        parser.error("pFedLA only (method.local_layers=0): HeurpFedLA's local and released layers leave the update")
     strategy = build_strategy(cfg, progress=False)
     method = strategy.method
     sizes = {layer: sum(method.models.tensors[n][0].numel() for n in names) for layer, names in method.layers.items()}
     states = [RecordDict() for _ in range(cfg.num_clients)]
     rows = []
     for server_round in range(1, args.rounds + 1):
-        updates = {}
+        updates, skips = {}, {}
         for client in range(cfg.num_clients):
             model = method.client_model(client, server_round, True)
             arrays, config = strategy.outbox.message(client, server_round, True, model)
             delta, _, _ = PersonalizedClient(client, cfg, states[client]).fit(arrays, config)
             updates[client] = dict(zip(model.returned, delta))
+            apart = set(model.keep) | set(model.release)
+            skips[client] = [layer for layer, names in method.layers.items() if apart & set(names)]
         grads, moves = [], []
         for client, arrays in updates.items():
-            deltas = {n: torch.from_numpy(a).to(method.models.device) for n, a in arrays.items()}
+            skipped = {n for layer in skips[client] for n in method.layers[layer]}
+            deltas = {n: torch.from_numpy(a).to(method.models.device) for n, a in arrays.items() if n not in skipped}
             grads.append(alpha_gradient(method, client, deltas))
-            moves.append(self_weight_moves(method, client, deltas, args.rates))
+            moves.append(self_weight_moves(method, client, deltas, args.rates, skips[client]))
         for index, layer in enumerate(method.layers):
-            per_client = [g[index] for g in grads]
-            spread = [float((g - g.mean()).abs().max()) for g in per_client]
-            row = {
-                "round": server_round,
-                "layer": layer,
-                "parameters": sizes[layer],
-                "grad_mean_abs": statistics.mean(float(g.abs().mean()) for g in per_client),
-                "spread_max_abs": statistics.mean(spread),
-                "self_weight_move": {str(r): statistics.mean(abs(m[r][index]) for m in moves) for r in args.rates},
-            }
+            row = {"round": server_round, "layer": layer, "parameters": sizes[layer]}
+            row.update(layer_push(index, layer, grads, moves, skips, args.rates))
             rows.append(row)
             moved = " ".join(f"{r:g}:{v:.2e}" for r, v in zip(args.rates, row["self_weight_move"].values()))
+            pushed = "left out by every client" if row["grad_mean_abs"] is None else (
+                f"|g| {row['grad_mean_abs']:.3e} spread {row['spread_max_abs']:.3e}"
+            )
             print(
-                f"round {server_round} {layer:6s} params {sizes[layer]:7d} |g| {row['grad_mean_abs']:.3e} "
-                f"spread {row['spread_max_abs']:.3e} |Δα_ii| {moved}",
+                f"round {server_round} {layer:6s} params {sizes[layer]:7d} {pushed} "
+                f"(left out by {row['left_out']}) |Δα_ii| {moved}",
                 flush=True,
             )
         method.apply_updates(server_round, updates)
