@@ -39,7 +39,8 @@ def test_heurpfedla_leaves_each_clients_kept_layers_out(data_root: Path, tmp_pat
         assert sum(r["left_out"] for r in of_round) >= CLIENTS * kept  # kept, plus any released
         for r in of_round:
             assert (r["grad_mean_abs"] is None) == (r["left_out"] == CLIENTS)
-            assert set(r["self_weight_move"]) == {"0.25", "1.0"}
+            assert set(r["self_weight_move"]) == set(r["self_weight_step"]) == {"0.25", "1.0"}
+            assert 0 < r["self_weight"] < 1
 
 
 def test_pfedla_leaves_no_layer_out(data_root: Path, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ gradient g_i^l = ∂½‖θ̄_i(α) − θ_trained,i‖²/∂α_i^l (one entry p
 and its spread over j, g − mean_j g: only the spread can change the normalized weights
 (a push shared by every j is undone by the normalization). It then copies each client's
 hypernetwork, steps the copy once with plain SGD (no momentum) at each ``--rates`` from the
-same Δ, and records how far α_ii^l (the self-weight) moves. The real run continues at the config's rate.
+same Δ, and records how far α_ii^l (the self-weight) moves, and in which direction. The real run
+continues at the config's rate.
 HeurpFedLA (``method.local_layers`` > 0): a client's kept and released layers are left out of both, as
 its hypernetwork update leaves them out (their gradient is 0, their count in ``left_out``).
 Prints one line per (round, layer) and writes all of it to ``--json``.
@@ -60,17 +61,26 @@ def self_weight_moves(
 
 
 def layer_push(
-    index: int, layer: str, grads: list[torch.Tensor], moves: list[dict], skips: dict[int, list[str]], rates: list[float]
+    index: int,
+    layer: str,
+    grads: list[torch.Tensor],
+    moves: list[dict],
+    skips: dict[int, list[str]],
+    rates: list[float],
+    levels: list[torch.Tensor],
 ) -> dict:
     """One layer's row: mean |g| and spread over the clients whose update included it (None if
-    none did), how many left it out, and the mean |Δα_ii| per rate over every client (a layer left
-    out still moves through the hypernetwork's shared trunk)."""
+    none did), how many left it out, the mean α_ii before the round's steps (``levels``: per client,
+    its self-weight per layer), and per rate the mean |Δα_ii| and mean Δα_ii over every client (a
+    layer left out still moves through the hypernetwork's shared trunk)."""
     included = [g[index] for g, skip in zip(grads, skips.values()) if layer not in skip]
     return {
+        "self_weight": statistics.mean(float(level[index]) for level in levels),
         "left_out": len(grads) - len(included),
         "grad_mean_abs": statistics.mean(float(g.abs().mean()) for g in included) if included else None,
         "spread_max_abs": statistics.mean(float((g - g.mean()).abs().max()) for g in included) if included else None,
         "self_weight_move": {str(r): statistics.mean(abs(m[r][index]) for m in moves) for r in rates},
+        "self_weight_step": {str(r): statistics.mean(m[r][index] for m in moves) for r in rates},
     }
 
 
@@ -99,6 +109,7 @@ def main() -> None:
             apart = set(model.keep) | set(model.release)
             skips[client] = [layer for layer, names in method.layers.items() if apart & set(names)]
         grads, moves = [], []
+        levels = [method.alpha(client).detach()[:, client] for client in range(cfg.num_clients)]
         for client, arrays in updates.items():
             skipped = {n for layer in skips[client] for n in method.layers[layer]}
             deltas = {n: torch.from_numpy(a).to(method.models.device) for n, a in arrays.items() if n not in skipped}
@@ -106,15 +117,17 @@ def main() -> None:
             moves.append(self_weight_moves(method, client, deltas, args.rates, skips[client]))
         for index, layer in enumerate(method.layers):
             row = {"round": server_round, "layer": layer, "parameters": sizes[layer]}
-            row.update(layer_push(index, layer, grads, moves, skips, args.rates))
+            row.update(layer_push(index, layer, grads, moves, skips, args.rates, levels))
             rows.append(row)
-            moved = " ".join(f"{r:g}:{v:.2e}" for r, v in zip(args.rates, row["self_weight_move"].values()))
+            moved = " ".join(
+                f"{r:g}:{row['self_weight_move'][str(r)]:.2e} ({row['self_weight_step'][str(r)]:+.2e})" for r in args.rates
+            )
             pushed = "left out by every client" if row["grad_mean_abs"] is None else (
                 f"|g| {row['grad_mean_abs']:.3e} spread {row['spread_max_abs']:.3e}"
             )
             print(
                 f"round {server_round} {layer:6s} params {sizes[layer]:7d} {pushed} "
-                f"(left out by {row['left_out']}) |Δα_ii| {moved}",
+                f"(left out by {row['left_out']}) α_ii {row['self_weight']:.3f} |Δα_ii| (Δα_ii) {moved}",
                 flush=True,
             )
         method.apply_updates(server_round, updates)
