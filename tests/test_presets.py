@@ -56,7 +56,7 @@ SETTING_ROWS = {
     "local", "fedavg", "fedavg_ft", "fedper", "lgfedavg", "perfedavg", "pfedme", "pfedhn", "pfedhn_pc", "fedfomo",
     "pfedla", "heurpfedla",
 }  # fmt: skip
-FEDAMP_SIGMA = {"cifar10": 100}  # FedAMP joins a column with the σ its validation chose (the job names it)
+FEDAMP_SIGMA = {"cifar10": 100, "cifar100": 10}  # FedAMP joins a column with the σ its validation chose (the job names it)
 
 
 def setting_rows(dataset: str) -> set[str]:
