@@ -56,7 +56,8 @@ SETTING_ROWS = {
     "local", "fedavg", "fedavg_ft", "fedper", "lgfedavg", "perfedavg", "pfedme", "pfedhn", "pfedhn_pc", "fedfomo",
     "pfedla", "heurpfedla",
 }  # fmt: skip
-FEDAMP_SIGMA = {"cifar10": 100, "cifar100": 10}  # FedAMP joins a column with the σ its validation chose (the job names it)
+# FedAMP joins a column with the σ its validation chose (the job names it)
+FEDAMP_SIGMA = {"cifar10": 100, "cifar100": 10}
 
 
 def setting_rows(dataset: str) -> set[str]:

@@ -119,11 +119,12 @@ def main() -> None:
             row = {"round": server_round, "layer": layer, "parameters": sizes[layer]}
             row.update(layer_push(index, layer, grads, moves, skips, args.rates, levels))
             rows.append(row)
-            moved = " ".join(
-                f"{r:g}:{row['self_weight_move'][str(r)]:.2e} ({row['self_weight_step'][str(r)]:+.2e})" for r in args.rates
-            )
-            pushed = "left out by every client" if row["grad_mean_abs"] is None else (
-                f"|g| {row['grad_mean_abs']:.3e} spread {row['spread_max_abs']:.3e}"
+            size, step = row["self_weight_move"], row["self_weight_step"]
+            moved = " ".join(f"{r:g}:{size[str(r)]:.2e} ({step[str(r)]:+.2e})" for r in args.rates)
+            pushed = (
+                "left out by every client"
+                if row["grad_mean_abs"] is None
+                else f"|g| {row['grad_mean_abs']:.3e} spread {row['spread_max_abs']:.3e}"
             )
             print(
                 f"round {server_round} {layer:6s} params {sizes[layer]:7d} {pushed} "
