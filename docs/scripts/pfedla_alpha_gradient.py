@@ -33,22 +33,22 @@ from pfedhn.config import compose
 from pfedhn.methods import build_strategy
 
 
-def alpha_gradient(method, client: int, deltas: dict[str, torch.Tensor]) -> torch.Tensor:
-    """∂½‖θ̄(α) − (θ̄ + Δ)‖²/∂α for ``client``'s α as it stands: (layers, clients)."""
+def alpha_gradient(method, client: int, deltas: dict[str, torch.Tensor], skip: list[str]) -> torch.Tensor:
+    """∂½‖θ̄(α) − (θ̄ + Δ)‖²/∂α for ``client``'s α as it stands: (layers, clients); 0 on the
+    layers in ``skip``, which are neither aggregated nor in ``deltas``."""
     alpha = method.alpha(client).detach().requires_grad_(True)
-    aggregated = method.aggregate(alpha, skip=[])
+    aggregated = method.aggregate(alpha, skip=skip)
     loss = sum(0.5 * (aggregated[n] - (aggregated[n].detach() + deltas[n])).pow(2).sum() for n in deltas)
     (grad,) = torch.autograd.grad(loss, alpha)
     return grad
 
 
 def self_weight_moves(
-    method, client: int, deltas: dict[str, torch.Tensor], rates: list[float], skip: list[str]
+    method, client: int, deltas: dict[str, torch.Tensor], rates: list[float], skip: list[str], before: torch.Tensor
 ) -> dict[float, list]:
     """Rate → per layer, α_ii^l after one ``PFedLA.hypernetwork_step`` of a copy of HN_client
-    (its layers in ``skip`` left out), with plain SGD at that rate, minus before (the stored models
-    and the method are untouched)."""
-    before = method.alpha(client).detach()[:, client]
+    (its layers in ``skip`` left out), with plain SGD at that rate, minus ``before`` (its α_ii^l as
+    it stands; the stored models and the method are untouched)."""
     moves = {}
     for rate in rates:
         trial = copy.copy(method)  # shares the stored models, which a hypernetwork step only reads
@@ -113,8 +113,8 @@ def main() -> None:
         for client, arrays in updates.items():
             skipped = {n for layer in skips[client] for n in method.layers[layer]}
             deltas = {n: torch.from_numpy(a).to(method.models.device) for n, a in arrays.items() if n not in skipped}
-            grads.append(alpha_gradient(method, client, deltas))
-            moves.append(self_weight_moves(method, client, deltas, args.rates, skips[client]))
+            grads.append(alpha_gradient(method, client, deltas, skips[client]))
+            moves.append(self_weight_moves(method, client, deltas, args.rates, skips[client], levels[client]))
         for index, layer in enumerate(method.layers):
             row = {"round": server_round, "layer": layer, "parameters": sizes[layer]}
             row.update(layer_push(index, layer, grads, moves, skips, args.rates, levels))
