@@ -275,11 +275,20 @@ def curve_axis(by_method: dict[str, list[Run]]) -> tuple[dict[str, int], str]:
     return {m: counts.pop() for m, counts in clients.items()}, "client-rounds (rounds × clients a round)"
 
 
-def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], static: Path) -> list[Path]:
-    """Accuracy curves (against ``curve_axis``) and per-client accuracy of one (dataset, clients) cell."""
+def method_colors(methods: set[str]) -> dict[str, tuple[float, ...]]:
+    """Row key → its RGBA colour, by its place among ``methods`` in table order (tab20, the ten dark
+    shades first): computed once over every row summarized, so a row has one colour in every plot."""
+    order = sorted(methods, key=_row_order)
+    return {m: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, m in enumerate(order)}
+
+
+def plot_cell(
+    dataset: str, clients: int, by_method: dict[str, list[Run]], colors: dict[str, tuple[float, ...]], static: Path
+) -> list[Path]:
+    """Accuracy curves (against ``curve_axis``) and per-client accuracy of one (dataset, clients) cell,
+    each row drawn in its colour from ``method_colors``."""
     name = f"{dataset}_{clients}"
     order = sorted(by_method, key=_row_order)
-    colors = {m: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, m in enumerate(order)}  # dark first
     title = f"{dataset_label(dataset)}, {clients} clients"
     per_round, xlabel = curve_axis(by_method)
 
@@ -313,10 +322,9 @@ def plot_cell(dataset: str, clients: int, by_method: dict[str, list[Run]], stati
         data.append(100 * np.array(at_best))
         labels.append(f"{method_label(method)}\n({len(at_best) // len(runs)} clients, {seeds_label(len(runs))})")
     ax.boxplot(data, orientation="horizontal", tick_labels=labels)
-    for i, values in enumerate(data, 1):
-        ax.scatter(
-            values, np.full(len(values), i) + np.random.default_rng(i).uniform(-0.15, 0.15, len(values)), s=8, alpha=0.5
-        )
+    for i, (method, values) in enumerate(zip(order, data), 1):
+        jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
+        ax.scatter(values, np.full(len(values), i) + jitter, s=8, alpha=0.5, color=colors[method])
     ax.set(xlabel="client test accuracy at the best-validation round (%)", title=f"{title}: per-client accuracy")
     ax.grid(alpha=0.3, axis="x")
     return [curve, save_figure(fig, static / f"clients_{name}.png")]
@@ -355,9 +363,10 @@ def main(argv: list[str] | None = None) -> str:
     grouped: dict[tuple[str, int], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         grouped[(run.dataset, run.clients)][run.method].append(run)
+    colors = method_colors({run.method for run in runs})
     for (dataset, clients), by_method in sorted(grouped.items()):
         by_method = {method: largest_budget(cell) for method, cell in by_method.items()}
-        for path in plot_cell(dataset, clients, by_method, args.static):
+        for path in plot_cell(dataset, clients, by_method, colors, args.static):
             print(f"wrote {path}")
     for section, selected in own_sections:
         for run in selected:

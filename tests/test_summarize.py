@@ -414,3 +414,26 @@ def test_readme_tables_replaces_each_quoted_table_and_refuses_a_missing_one(tmp_
     table_md.write_text("header\n\n" + new[0] + "\n")
     failed = subprocess.run(run, capture_output=True, text=True)
     assert failed.returncode != 0 and "| cell | published" in failed.stderr
+
+
+def test_a_row_has_one_colour_in_every_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = tmp_path / "runs"
+    for name in ("local", "fedper"):
+        write_run(runs / f"two_clients_{name}", name, 0, 0.8)
+    for name in ("local", "fedavg", "fedper"):  # FedAvg sits between the two in table order
+        write_run(runs / f"three_clients_{name}", name, 0, 0.8)
+        path = runs / f"three_clients_{name}" / "results.json"
+        result = json.loads(path.read_text())
+        result["config"]["num_clients"] = 3
+        path.write_text(json.dumps(result))
+    drawn: dict[str, set] = {}
+
+    def record(ax, runs, split, style, label, color, per_round) -> None:  # noqa: ANN001
+        drawn.setdefault(label, set()).add(tuple(color))
+
+    monkeypatch.setattr(summarize, "_band", record)
+    main([str(runs), "--table", str(tmp_path / "t.md"), "--static", str(tmp_path / "s")])
+    colours = {label: shades for label, shades in drawn.items() if label != "_nolegend_"}
+    assert set(colours) == {"Local (1 seed)", "FedAvg (1 seed)", "FedPer (1 seed)"}
+    assert all(len(shades) == 1 for shades in colours.values())
+    assert len({shade for shades in colours.values() for shade in shades}) == 3
