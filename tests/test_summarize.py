@@ -416,6 +416,7 @@ def test_readme_tables_replaces_each_quoted_table_and_refuses_a_missing_one(tmp_
     assert failed.returncode != 0 and "| cell | published" in failed.stderr
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the curves are recorded, not drawn
 def test_a_row_has_one_colour_in_every_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runs = tmp_path / "runs"
     for name in ("local", "fedper"):
