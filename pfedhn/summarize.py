@@ -84,10 +84,29 @@ def method_label(key: str) -> str:
     return row_place(key)[1]
 
 
+FALL_SHOWN = 10.0  # points: a cell whose runs end this far below the reported accuracy shows their end
+
+
 def cell_text(runs: list[Run]) -> str:
-    """``mean ± std`` in percent, then the scale: rounds (planned), seeds, and whether finished."""
+    """``mean ± std`` in percent, then the scale: rounds (planned), seeds, and whether finished;
+    and the last evaluation's mean test accuracy when it is more than ``FALL_SHOWN`` points below
+    the reported one (a run that collapsed after its best-validation round)."""
     accs = 100 * np.array([r.result["test_accuracy"] for r in runs])
     value = f"{accs.mean():.2f} ± {accs.std():.2f}" if len(accs) > 1 else f"{accs[0]:.2f}"
+    return f"{value} ({_scale(runs)}, {seeds_label(len(runs))}{_fall(runs, accs.mean())})"
+
+
+def _fall(runs: list[Run], reported: float) -> str:
+    """``; last round <mean>`` when the runs' last test accuracy fell past ``FALL_SHOWN``, else ""."""
+    finals = [r.result.get("final_test_accuracy") for r in runs]
+    if None in finals:  # runs that do not record it
+        return ""
+    last = 100 * float(np.mean(finals))
+    return f"; last round {last:.2f}" if reported - last > FALL_SHOWN else ""
+
+
+def _scale(runs: list[Run]) -> str:
+    """Rounds done (of planned, when unfinished) and the budget in steps or client-epochs."""
     planned = {r.result["config"]["num_rounds"] for r in runs}
     done = {r.rounds_done for r in runs}
     scale = f"{max(done)} rounds" if done == planned else f"{max(done)} of {max(planned)} rounds, unfinished"
@@ -97,7 +116,7 @@ def cell_text(runs: list[Run]) -> str:
         scale += f", {_thousands(max(done) * steps.pop())} steps"
     elif len(epochs) == 1 and None not in epochs:  # or in epochs over clients' data (pFedLA's setting)
         scale += f", {_thousands(max(done) * epochs.pop())} client-epochs"
-    return f"{value} ({scale}, {seeds_label(len(runs))})"
+    return scale
 
 
 def _thousands(steps: int) -> str:

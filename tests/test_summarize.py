@@ -235,6 +235,21 @@ def test_runs_counting_epochs_state_their_budget_in_client_epochs(tmp_path: Path
     assert "| pFedLA | 70.00 (61 rounds, 6.1k client-epochs, 1 seed) |" in text
 
 
+def test_a_cell_whose_runs_collapsed_after_their_best_round_shows_their_end(tmp_path: Path) -> None:
+    """A run that ends more than 10 points below its reported (best-validation) accuracy says where
+    it ended; one that ends within 10 points, or does not record its end, does not."""
+    runs = tmp_path / "runs"
+    for name, method, final in (("p", "perfedavg", 0.0167), ("f", "fedavg", 0.30), ("h", "pfedhn", None)):
+        write_run(runs / name, method, 0, 0.3857)
+        if final is not None:
+            path = runs / name / "results.json"
+            path.write_text(json.dumps(json.loads(path.read_text()) | {"final_test_accuracy": final}))
+    text = main([str(runs), "--table", str(tmp_path / "table.md"), "--static", str(tmp_path / "static")])
+    assert "| Per-FedAvg (FO) | 38.57 (61 rounds, 1 seed; last round 1.67) |" in text
+    assert "| FedAvg | 38.57 (61 rounds, 1 seed) |" in text
+    assert "| pFedHN | 38.57 (61 rounds, 1 seed) |" in text
+
+
 @pytest.mark.parametrize(
     ("epochs", "expected"),
     [(10, ({"pfedla": 10, "pfedhn": 1}, "client-rounds")), (None, ({"pfedla": 500, "pfedhn": 50}, "local SGD steps"))],
