@@ -43,6 +43,7 @@ from pfedhn.results import evaluation_at  # noqa: E402
 from pfedhn.utils import flatten  # noqa: E402
 
 DATASET_CONF = Path(__file__).resolve().parent.parent / "conf" / "dataset"  # one <name>.yaml per dataset
+FALL_SHOWN = 10.0  # points: a cell whose runs end this far below the reported accuracy shows their end
 
 
 def find_runs(dirs: list[Path]) -> list[Run]:
@@ -82,9 +83,6 @@ def _dataset_order(key: str) -> tuple[int, str]:
 def method_label(key: str) -> str:
     """A row key's label, as its method declares it."""
     return row_place(key)[1]
-
-
-FALL_SHOWN = 10.0  # points: a cell whose runs end this far below the reported accuracy shows their end
 
 
 def cell_text(runs: list[Run]) -> str:
